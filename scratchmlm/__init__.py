@@ -1,0 +1,28 @@
+"""scratchmlm: a from-scratch, pure-PyTorch BERT-style masked language model to learn from.
+
+Data flows one way: corpus -> tokenizer -> batches -> masker -> model -> loss -> training step.
+"""
+
+from .batches import FrozenValidationSet, evenly_spaced_windows, fingerprint, random_windows
+from .config import ModelConfig, RunConfig, TrainConfig
+from .corpus import load_text, read_text, split_text, tiny_shakespeare_path
+from .errors import ScratchMLMError
+from .masking import IGNORE_INDEX, BertMasker, MaskedBatch
+from .model import (Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
+                    TransformerMLM)
+from .noam import NoamScheduler, noam_lr
+from .tokenizer import CharTokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ScratchMLMError",
+    "load_text", "read_text", "split_text", "tiny_shakespeare_path",
+    "CharTokenizer",
+    "random_windows", "evenly_spaced_windows", "FrozenValidationSet", "fingerprint",
+    "BertMasker", "MaskedBatch", "IGNORE_INDEX",
+    "Embeddings", "MultiHeadAttention", "FeedForward", "EncoderLayer", "Encoder", "Generator",
+    "TransformerMLM",
+    "noam_lr", "NoamScheduler",
+    "ModelConfig", "TrainConfig", "RunConfig",
+]
