@@ -1,0 +1,173 @@
+"""Honest evaluation on the frozen validation set, with two baselines scored on the same masks.
+
+Over the selected (masked) positions only:
+
+* top-1 / top-5 accuracy: the true character is the best / among the 5 best predictions;
+* cross-entropy: mean of ``-log p(true character)``, in nats; perplexity = ``exp(cross-entropy)``;
+
+overall and per kind ([MASK] / random / unchanged positions). Only the [MASK] kind measures
+infilling from context alone: an unchanged position shows the answer, so a model scores well
+there by copying.
+
+Baselines: **unigram** predicts the training split's character frequencies everywhere;
+**bigram infill** predicts ``p(c | left, right) ∝ p(c | left) p(right | c)`` from add-one smoothed
+training bigram counts, using the neighbours the model also sees (a neighbour that is [MASK] or
+outside the window is left out of the product).
+
+**Pseudo-perplexity** of a text masks each position in turn and scores the model's prediction of it:
+``exp(-mean_i log p(x_i | x without x_i))``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .batches import FrozenValidationSet
+from .masking import IGNORE_INDEX, KIND_NAMES, MaskedBatch
+
+
+@dataclass
+class Scores:
+    """Accuracy and cross-entropy over one set of scored positions."""
+
+    count: int
+    top1: float
+    top5: float
+    loss: float
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss) if self.loss < 700 else float("inf")
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "top1": self.top1, "top5": self.top5, "loss": self.loss,
+                "perplexity": self.perplexity}
+
+
+@dataclass
+class EvalResult:
+    """Overall scores, scores per kind, and the fingerprint of the validation set used."""
+
+    overall: Scores
+    by_kind: dict[str, Scores]
+    fingerprint: str
+    name: str = "model"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.overall.to_dict(), "by_kind": {k: v.to_dict() for k, v in self.by_kind.items()},
+                "fingerprint": self.fingerprint}
+
+    def summary(self) -> str:
+        kinds = "  ".join(f"{k} {v.top1:.3f}" for k, v in self.by_kind.items())
+        return (f"{self.name:>14}: top-1 {self.overall.top1:.3f}  top-5 {self.overall.top5:.3f}  "
+                f"CE {self.overall.loss:.3f}  ppl {self.overall.perplexity:.2f}  | top-1 by kind: {kinds}")
+
+
+def score_log_probs(log_probs: torch.Tensor, batch: MaskedBatch, fingerprint: str, name: str) -> EvalResult:
+    """Score log-probabilities ``[batch, seq, vocab]`` at the selected positions of ``batch``."""
+    selected = batch.labels != IGNORE_INDEX
+    labels = batch.labels[selected]                               # [n]
+    scored = log_probs[selected]                                  # [n, vocab]
+    nll = -scored.gather(1, labels[:, None]).squeeze(1)           # [n]
+    top5 = scored.topk(min(5, scored.shape[1]), dim=1).indices    # [n, 5]
+    hit1 = top5[:, 0] == labels
+    hit5 = (top5 == labels[:, None]).any(dim=1)
+    kinds = batch.kinds[selected]
+
+    def scores(where: torch.Tensor) -> Scores:
+        n = int(where.sum())
+        if n == 0:
+            return Scores(0, float("nan"), float("nan"), float("nan"))
+        return Scores(n, hit1[where].float().mean().item(), hit5[where].float().mean().item(),
+                      nll[where].double().mean().item())
+
+    everything = torch.ones_like(labels, dtype=torch.bool)
+    by_kind = {name_: scores(kinds == kind) for kind, name_ in KIND_NAMES.items()}
+    return EvalResult(scores(everything), by_kind, fingerprint, name)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, valid: FrozenValidationSet, batch_size: int = 512) -> EvalResult:
+    """The model's scores on the frozen validation set (eval mode; training mode is restored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    log_probs = []
+    for start in range(0, len(valid), batch_size):
+        inputs = valid.batch.inputs[start:start + batch_size].to(device)
+        log_probs.append(F.log_softmax(model(inputs).float(), dim=-1).cpu())
+    model.train(was_training)
+    return score_log_probs(torch.cat(log_probs), valid.batch.to("cpu"), valid.fingerprint, "model")
+
+
+def unigram_log_probs(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Add-one smoothed log-frequencies ``[vocab]`` of the training ids."""
+    counts = torch.bincount(train_ids.cpu(), minlength=vocab_size).double() + 1.0
+    return (counts / counts.sum()).log()
+
+
+def bigram_log_table(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``table[a, b] = log p(next = b | current = a)`` with add-one smoothing, ``[vocab, vocab]``."""
+    ids = train_ids.cpu()
+    pairs = ids[:-1] * vocab_size + ids[1:]
+    counts = torch.bincount(pairs, minlength=vocab_size * vocab_size).double().view(vocab_size, vocab_size) + 1.0
+    return (counts / counts.sum(dim=1, keepdim=True)).log()
+
+
+def unigram_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int) -> EvalResult:
+    batch = valid.batch.to("cpu")
+    log_probs = unigram_log_probs(train_ids, vocab_size).expand(*batch.inputs.shape, vocab_size)
+    return score_log_probs(log_probs, batch, valid.fingerprint, "unigram")
+
+
+def bigram_infill_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int,
+                           mask_id: int) -> EvalResult:
+    batch = valid.batch.to("cpu")
+    table = bigram_log_table(train_ids, vocab_size)              # [vocab, vocab]
+    inputs = batch.inputs
+    scores = torch.zeros(*inputs.shape, vocab_size, dtype=torch.float64)
+    # left neighbour a: log p(c | a), a function of c = row a of the table
+    left = inputs[:, :-1]
+    left_known = (left != mask_id)[..., None]
+    scores[:, 1:] += torch.where(left_known, table[left], 0.0)
+    # right neighbour b: log p(b | c), a function of c = column b of the table
+    right = inputs[:, 1:]
+    right_known = (right != mask_id)[..., None]
+    scores[:, :-1] += torch.where(right_known, table[:, right].permute(1, 2, 0), 0.0)
+    # a position with no known neighbour falls back to the unigram distribution
+    no_context = torch.ones_like(inputs, dtype=torch.bool)
+    no_context[:, 1:] &= ~left_known[..., 0]
+    no_context[:, :-1] &= ~right_known[..., 0]
+    scores[no_context] = unigram_log_probs(train_ids, vocab_size)
+    return score_log_probs(scores.log_softmax(-1), batch, valid.fingerprint, "bigram infill")
+
+
+@torch.no_grad()
+def pseudo_perplexity(model: torch.nn.Module, ids: torch.Tensor, mask_id: int, window: int,
+                      batch_size: int = 256) -> float:
+    """Pseudo-perplexity of the 1-D ``ids``: mask each position in turn, within a window of up to
+    ``window`` tokens centred on it, and average ``-log p(true id)``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    n = len(ids)
+    width = min(window, n)
+    positions = torch.arange(n, device=device)
+    starts = (positions - width // 2).clamp(0, n - width)              # [n]
+    windows = ids[starts[:, None] + torch.arange(width, device=device)]  # [n, width]
+    offsets = positions - starts                                        # where the masked one sits
+    windows[torch.arange(n, device=device), offsets] = mask_id
+    total = 0.0
+    for start in range(0, n, batch_size):
+        rows = slice(start, start + batch_size)
+        log_probs = F.log_softmax(model(windows[rows]).float(), dim=-1)
+        picked = log_probs[torch.arange(log_probs.shape[0], device=device), offsets[rows], ids[rows]]
+        total += -picked.double().sum().item()
+    model.train(was_training)
+    return math.exp(total / n)

@@ -1,0 +1,206 @@
+"""Masked prompts filled in by the model, and shown coloured by correctness.
+
+A ``Samples`` object holds the filled prompts and renders three ways:
+
+* ``to_ansi()`` for terminals: context dim, correct fills on green, wrong fills on red;
+* ``_repr_html_()`` for notebooks, the same colours, with the expected character under a wrong fill;
+* ``to_plain()`` with no colour at all.
+
+Colour is never the only signal: in every form a wrong fill is followed by the expected character
+in brackets, ``w[i]``, and the summary line counts the correct fills. Fills at a literal ``[MASK]``
+typed by the user have no known answer and are shown in blue (``to_plain``: ``{x}``).
+
+``fill_mask`` is the fill-mask pipeline: for each ``[MASK]`` of a text, the top-k characters with
+their probabilities.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ScratchMLMError
+from .masking import BertMasker
+
+ANSI_DIM, ANSI_RESET = "\x1b[2m", "\x1b[0m"
+ANSI_CORRECT, ANSI_WRONG, ANSI_UNKNOWN = "\x1b[30;42m", "\x1b[97;41m", "\x1b[97;44m"
+VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
+
+
+def visible(char: str) -> str:
+    """A whitespace character as a visible symbol (used for fills, where a blank would vanish)."""
+    return VISIBLE.get(char, char)
+
+
+@dataclass
+class FilledPrompt:
+    """One prompt: per position the original character (``None`` where the user typed [MASK]),
+    the model's prediction, and whether the position was a fill."""
+
+    expected: list[str | None]
+    predicted: list[str]
+    is_fill: list[bool]
+
+    @property
+    def fills(self) -> list[int]:
+        return [i for i, fill in enumerate(self.is_fill) if fill]
+
+    def correct_count(self) -> tuple[int, int]:
+        scored = [i for i in self.fills if self.expected[i] is not None]
+        return sum(self.predicted[i] == self.expected[i] for i in scored), len(scored)
+
+
+@dataclass
+class Samples:
+    prompts: list[FilledPrompt]
+
+    def accuracy(self) -> tuple[int, int]:
+        pairs = [prompt.correct_count() for prompt in self.prompts]
+        return sum(c for c, _ in pairs), sum(n for _, n in pairs)
+
+    def _summary(self) -> str:
+        correct, total = self.accuracy()
+        return f"{correct}/{total} fills correct" if total else "no scored fills"
+
+    def _render(self, context, correct, wrong, unknown, line_end="\n") -> str:
+        lines = []
+        for prompt in self.prompts:
+            parts = []
+            for i, char in enumerate(prompt.expected):
+                if not prompt.is_fill[i]:
+                    parts.append(context(visible(char) if char == "\n" else char))
+                elif char is None:
+                    parts.append(unknown(visible(prompt.predicted[i])))
+                elif prompt.predicted[i] == char:
+                    parts.append(correct(visible(char)))
+                else:
+                    parts.append(wrong(visible(prompt.predicted[i]), visible(char)))
+            lines.append("".join(parts))
+        lines.append(self._summary())
+        return line_end.join(lines)
+
+    def to_plain(self) -> str:
+        """No colour: correct fills as they are, wrong ones ``p[e]`` (predicted, expected), unknown ``{p}``."""
+        return self._render(lambda c: c, lambda c: c, lambda p, e: f"{p}[{e}]", lambda p: "{" + p + "}")
+
+    def to_ansi(self) -> str:
+        return self._render(
+            lambda c: f"{ANSI_DIM}{c}{ANSI_RESET}",
+            lambda c: f"{ANSI_CORRECT}{c}{ANSI_RESET}",
+            lambda p, e: f"{ANSI_WRONG}{p}{ANSI_RESET}{ANSI_DIM}[{e}]{ANSI_RESET}",
+            lambda p: f"{ANSI_UNKNOWN}{p}{ANSI_RESET}",
+        )
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        body = self._render(
+            lambda c: f'<span style="color:#888">{esc(c)}</span>',
+            lambda c: f'<span style="background:#2e7d32;color:white" title="correct">{esc(c)}</span>',
+            lambda p, e: (f'<span style="background:#c62828;color:white" title="expected {esc(e)!r}">'
+                          f'{esc(p)}</span><sub style="color:#2e7d32">[{esc(e)}]</sub>'),
+            lambda p: f'<span style="background:#1565c0;color:white" title="no known answer">{esc(p)}</span>',
+            line_end="<br>",
+        )
+        return f'<div style="font-family:monospace;white-space:pre;line-height:1.6">{body}</div>'
+
+    def render(self, color: str = "auto", stream=None) -> str:
+        """``color``: ``always``, ``never``, or ``auto`` (ANSI only for a terminal without ``NO_COLOR``)."""
+        return self.to_ansi() if use_color(color, stream) else self.to_plain()
+
+    def __str__(self) -> str:
+        return self.to_plain()
+
+
+def use_color(color: str = "auto", stream=None) -> bool:
+    if color not in ("auto", "always", "never"):
+        raise ScratchMLMError(f"--color must be auto, always or never, got {color!r}.")
+    if color != "auto":
+        return color == "always"
+    stream = stream if stream is not None else sys.stdout
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def _check_prompt(tokenizer, model, text: str) -> torch.Tensor:
+    ids = tokenizer.encode(text, strict=True)
+    if len(ids) == 0:
+        raise ScratchMLMError("The prompt is empty.")
+    if len(ids) > model.max_len:
+        raise ScratchMLMError(f"The prompt is {len(ids)} tokens long; this model reads at most "
+                              f"{model.max_len}. Shorten it.")
+    return ids
+
+
+@torch.no_grad()
+def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker,
+                 generator: torch.Generator) -> Samples:
+    """Mask each prompt (a literal ``[MASK]`` stays a mask; a prompt without one is masked by
+    ``masker``) and let the model predict every selected position."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    filled = []
+    for text in prompts:
+        ids = _check_prompt(tokenizer, model, text)
+        user_masks = ids == tokenizer.mask_id
+        if bool(user_masks.any()):
+            inputs, is_fill, expected = ids, user_masks, [None if m else tokenizer.vocab[i]
+                                                          for i, m in zip(ids.tolist(), user_masks.tolist())]
+        else:
+            masked = masker(ids[None], generator)
+            inputs, is_fill = masked.inputs[0], masked.selected[0]
+            expected = [tokenizer.vocab[i] for i in ids.tolist()]
+        predicted_ids = model(inputs[None].to(device))[0].argmax(-1).cpu()
+        predicted = [tokenizer.vocab[i] for i in predicted_ids.tolist()]
+        filled.append(FilledPrompt(expected, predicted, is_fill.tolist()))
+    model.train(was_training)
+    return Samples(filled)
+
+
+def validation_prompts(valid_text: str, count: int, length: int, generator: torch.Generator) -> list[str]:
+    """``count`` prompts: lines of the validation text (at least 16 characters), cut to ``length``."""
+    lines = [line[:length] for line in valid_text.split("\n") if len(line.strip()) >= 16]
+    if not lines:
+        raise ScratchMLMError("The validation text has no line of 16 or more characters to use as a prompt.")
+    picks = torch.randint(len(lines), (count,), generator=generator).tolist()
+    return [lines[i] for i in picks]
+
+
+@dataclass
+class MaskPrediction:
+    position: int
+    candidates: list[tuple[str, float]]
+
+
+@torch.no_grad()
+def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPrediction]:
+    """For every ``[MASK]`` in ``text``, the ``top_k`` characters and their probabilities."""
+    ids = _check_prompt(tokenizer, model, text)
+    positions = (ids == tokenizer.mask_id).nonzero().flatten().tolist()
+    if not positions:
+        raise ScratchMLMError('The text has no [MASK] to fill; write e.g. "To be, or not to [MASK]e".')
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probs = F.softmax(model(ids[None].to(device))[0].float(), dim=-1).cpu()   # [seq, vocab]
+    model.train(was_training)
+    probs[:, list(tokenizer.special_ids)] = 0.0   # only real characters are answers
+    probs = probs / probs.sum(-1, keepdim=True)
+    results = []
+    for position in positions:
+        values, indices = probs[position].topk(min(top_k, tokenizer.vocab_size - 3))
+        results.append(MaskPrediction(position, [(tokenizer.vocab[i], v) for i, v in
+                                                 zip(indices.tolist(), values.tolist())]))
+    return results
+
+
+def format_fill_mask(text: str, predictions: list[MaskPrediction]) -> str:
+    lines = [text]
+    for number, prediction in enumerate(predictions, 1):
+        options = "  ".join(f"{visible(char)!s} {p:.3f}" for char, p in prediction.candidates)
+        lines.append(f"[MASK] #{number} (position {prediction.position}): {options}")
+    return "\n".join(lines)
