@@ -8,7 +8,7 @@ from .config import ModelConfig, RunConfig, TrainConfig
 from .corpus import load_text, read_text, split_text, tiny_shakespeare_path
 from .errors import ScratchMLMError
 from .masking import IGNORE_INDEX, BertMasker, MaskedBatch
-from .model import (Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
+from .model import (Dropout, Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
                     TransformerMLM)
 from .noam import NoamScheduler, noam_lr
 from .tokenizer import CharTokenizer
@@ -21,7 +21,7 @@ __all__ = [
     "CharTokenizer",
     "random_windows", "evenly_spaced_windows", "FrozenValidationSet", "fingerprint",
     "BertMasker", "MaskedBatch", "IGNORE_INDEX",
-    "Embeddings", "MultiHeadAttention", "FeedForward", "EncoderLayer", "Encoder", "Generator",
+    "Dropout", "Embeddings", "MultiHeadAttention", "FeedForward", "EncoderLayer", "Encoder", "Generator",
     "TransformerMLM",
     "noam_lr", "NoamScheduler",
     "ModelConfig", "TrainConfig", "RunConfig",

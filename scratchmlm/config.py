@@ -70,7 +70,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     # speed
-    fused_attention: bool = True    # same math as the written-out attention, torch's fused kernel
+    fused_attention: bool = False   # True: torch's fused kernel, same math (slower on CPU with dropout)
     # logging, evaluation, checkpoints
     log_every: int = 50
     eval_every: int = 500

@@ -5,11 +5,12 @@
 """
 
 from .attention import MultiHeadAttention
+from .dropout import Dropout
 from .embeddings import Embeddings, sinusoidal_positions
 from .encoder import Encoder, EncoderLayer
 from .feed_forward import FeedForward
 from .generator import Generator
 from .mlm import TransformerMLM
 
-__all__ = ["Embeddings", "sinusoidal_positions", "MultiHeadAttention", "FeedForward",
+__all__ = ["Dropout", "Embeddings", "sinusoidal_positions", "MultiHeadAttention", "FeedForward",
            "EncoderLayer", "Encoder", "Generator", "TransformerMLM"]

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
+
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.1):
@@ -32,7 +34,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout_p = dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # True: use torch's fused kernel for the same formula when weights are not requested.
         # The written-out path below is the definition; tests check the two agree.
         self.fused = False

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 
 def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
     """The fixed sinusoidal position table ``[max_len, d_model]``."""
@@ -49,7 +51,7 @@ class Embeddings(nn.Module):
             self.position = nn.Parameter(torch.randn(max_len, d_model) * 0.5 ** 0.5)
         else:
             self.register_buffer("position", sinusoidal_positions(max_len, d_model), persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         seq_len = ids.shape[1]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .attention import MultiHeadAttention
+from .dropout import Dropout
 from .feed_forward import FeedForward
 
 
@@ -30,8 +31,8 @@ class EncoderLayer(nn.Module):
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 return_weights: bool = False):

@@ -9,6 +9,8 @@ original transformer's ReLU.
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.1, activation: str = "gelu"):
@@ -18,7 +20,7 @@ class FeedForward(nn.Module):
             raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}")
         self.linear1 = nn.Linear(d_model, d_ff)
         self.activation = activations[activation]()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

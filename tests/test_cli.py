@@ -1,0 +1,186 @@
+"""The real command line, in a subprocess, as a user meets it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = ["--num-layers", "2", "--d-model", "32", "--num-heads", "4", "--d-ff", "64"]
+
+
+def scratchmlm(*args, env_extra=None, cwd=None):
+    env = {**os.environ, "TQDM_DISABLE": "1", **(env_extra or {})}
+    env.pop("NO_COLOR", None) if not (env_extra and "NO_COLOR" in env_extra) else None
+    return subprocess.run([sys.executable, "-m", "scratchmlm", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd or REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = scratchmlm("train", "--run-dir", run, "--steps", 60, "--warmup", 20, "--eval-every", 30,
+                        "--log-every", 10, "--color", "always", *TINY_MODEL)
+    assert result.returncode == 0, result.stderr
+    return run, result
+
+
+def test_train_prints_coloured_samples_and_the_run_directory(trained_run):
+    run, result = trained_run
+    assert "\x1b[" in result.stdout and "fills correct" in result.stdout
+    assert f"run directory: {run}" in result.stdout
+    assert "validation top-1" in result.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["num_layers"] == 2 and config["train"]["steps"] == 60
+
+
+def test_evaluate_prints_model_and_baselines(trained_run):
+    run, _ = trained_run
+    result = scratchmlm("evaluate", run)
+    assert result.returncode == 0, result.stderr
+    assert "fingerprint" in result.stdout
+    for name in ["model @60", "bigram infill", "unigram", "mask", "random", "unchanged"]:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("color, env, coloured", [
+    ("always", {}, True), ("never", {}, False), ("auto", {"NO_COLOR": "1"}, False), ("auto", {}, False)])
+def test_sample_colour_modes(trained_run, color, env, coloured):
+    run, _ = trained_run
+    result = scratchmlm("sample", run, "--color", color, "--count", 3, env_extra=env)
+    assert result.returncode == 0, result.stderr
+    assert ("\x1b[" in result.stdout) == coloured          # a pipe is not a terminal: auto = plain
+    assert "fills correct" in result.stdout
+
+
+def test_sample_with_a_prompt_and_fill_mask(trained_run):
+    run, _ = trained_run
+    result = scratchmlm("sample", run, "--prompt", "To be, or not to be", "--color", "never")
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].endswith("fills correct")
+    result = scratchmlm("fill-mask", run, "To be, or not to b[MASK]", "--top-k", 3)
+    assert result.returncode == 0, result.stderr
+    assert "[MASK] #1 (position 18):" in result.stdout
+
+
+def test_plot_writes_pngs(trained_run):
+    run, _ = trained_run
+    result = scratchmlm("plot", run)
+    assert result.returncode == 0, result.stderr
+    for name in ["curves.png", "noam.png", "attention.png"]:
+        assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_to_more_steps(trained_run, tmp_path):
+    run, _ = trained_run
+    result = scratchmlm("train", "--run-dir", run, "--resume", "--steps", 70, "--color", "never")
+    assert result.returncode == 0, result.stderr
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 70
+    result = scratchmlm("train", "--run-dir", run, "--resume", "--d-model", 64)
+    assert result.returncode == 2 and "only --steps may change" in result.stderr
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("scratchmlm: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr   # one line, said last
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_error_missing_data_file(tmp_path):
+    assert_one_line_error(scratchmlm("train", "--data", tmp_path / "nope.txt", "--run-dir", tmp_path / "r"),
+                          "does not exist")
+
+
+def test_error_non_utf8_data_file(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(("hello " * 50).encode() + "café".encode("latin-1"))
+    assert_one_line_error(scratchmlm("train", "--data", path, "--run-dir", tmp_path / "r"),
+                          "not UTF-8", "byte offset 303")
+
+
+def test_error_offline_without_the_corpus(tmp_path):
+    result = scratchmlm("train", "--run-dir", tmp_path / "r", env_extra={
+        "SCRATCHMLM_DATA_DIR": str(tmp_path / "empty"), "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    assert_one_line_error(result, "could not be downloaded", "SCRATCHMLM_DATA_DIR")
+
+
+def test_error_existing_run_directory(trained_run):
+    run, _ = trained_run
+    assert_one_line_error(scratchmlm("train", "--run-dir", run), "already exists", "--resume")
+
+
+def test_error_truncated_checkpoint(trained_run, tmp_path):
+    run, _ = trained_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+    best = copy / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    assert_one_line_error(scratchmlm("evaluate", copy), "cannot be read")
+
+
+def test_error_checkpoint_with_another_vocabulary(trained_run, tmp_path):
+    run, _ = trained_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+    tokenizer = json.loads((copy / "tokenizer.json").read_text())
+    tokenizer["vocab"] = tokenizer["vocab"][:-1]
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert_one_line_error(scratchmlm("sample", copy), "different vocabulary")
+
+
+def test_error_heads_do_not_divide_d_model(tmp_path):
+    assert_one_line_error(scratchmlm("train", "--d-model", 100, "--num-heads", 8, "--run-dir", tmp_path / "r"),
+                          "must be divisible by num_heads")
+
+
+def test_error_prompt_with_unknown_characters(trained_run):
+    run, _ = trained_run
+    assert_one_line_error(scratchmlm("sample", run, "--prompt", "naïve € prompt"), "not in the tokenizer's alphabet")
+    assert_one_line_error(scratchmlm("fill-mask", run, "caf[MASK] €"), "not in the tokenizer's alphabet")
+
+
+def test_error_loss_becomes_nan(tmp_path, corpus_text):
+    # an absurd learning rate blows the weights up within a few steps
+    data = tmp_path / "text.txt"
+    data.write_text(corpus_text[:50_000])
+    run = tmp_path / "r"
+    result = scratchmlm("train", "--data", data, "--run-dir", run, "--steps", 200, "--warmup", 1,
+                        "--noam-factor", "1e30", "--clip-norm", "1e30", "--log-every", 1, "--eval-every", 1,
+                        *TINY_MODEL)
+    assert_one_line_error(result, "The loss became", "at step")
+    step = int(result.stderr.split("at step ")[1].split(";")[0])
+    assert step >= 2 and "last good checkpoint" in result.stderr
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == step - 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_help_lists_commands_and_settings():
+    result = scratchmlm("--help")
+    assert result.returncode == 0
+    for command in ["train", "evaluate", "sample", "fill-mask", "plot"]:
+        assert command in result.stdout
+    result = scratchmlm("train", "--help")
+    for flag in ["--d-model", "--steps", "--resume", "--device", "--config", "--noam-factor", "--color"]:
+        assert flag in result.stdout
+
+
+def test_config_file_and_flags(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"train": {"steps": 5, "eval_every": 5, "seq_len": 16, "valid_windows": 32},
+                                  "model": {"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 32}}))
+    result = scratchmlm("train", "--config", config, "--steps", 4, "--run-dir", tmp_path / "r", "--color", "never")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["train"]["steps"] == 4 and saved["model"]["num_layers"] == 1 and saved["model"]["max_len"] == 32
+    config.write_text(json.dumps({"train": {"stepz": 5}}))
+    assert_one_line_error(scratchmlm("train", "--config", config, "--run-dir", tmp_path / "r2"), "stepz")

@@ -1,0 +1,48 @@
+import math
+
+import torch
+
+from scratchmlm import Dropout
+
+
+def test_keep_rate_scale_and_gradient():
+    torch.manual_seed(0)
+    dropout = Dropout(0.1).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x)
+    kept = y != 0
+    n, keep = x.numel(), 1 - round(0.1 * 32768) / 32768
+    assert abs(int(kept.sum()) - n * keep) < 5 * math.sqrt(n * keep * (1 - keep))
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / keep))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / keep)
+    # both halves of every 32-bit draw are used, and each is dropped at the same rate
+    even, odd = kept.view(-1)[0::2], kept.view(-1)[1::2]
+    for half in (even, odd):
+        assert abs(int(half.sum()) - half.numel() * keep) < 5 * math.sqrt(half.numel() * keep * (1 - keep))
+
+
+def test_expectation_is_preserved_and_eval_is_identity():
+    torch.manual_seed(1)
+    x = torch.randn(2000, 500)
+    dropout = Dropout(0.3)
+    assert abs(dropout(x).mean().item() - x.mean().item()) < 0.01
+    dropout.eval()
+    assert dropout(x) is x
+
+
+def test_reproducible_from_the_global_seed():
+    dropout = Dropout(0.5)
+    torch.manual_seed(3)
+    a = dropout(torch.ones(64, 64))
+    torch.manual_seed(3)
+    b = dropout(torch.ones(64, 64))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, dropout(torch.ones(64, 64)))
+
+
+def test_odd_sizes_and_zero_probability():
+    torch.manual_seed(0)
+    assert Dropout(0.2)(torch.ones(3, 5, 7)).shape == (3, 5, 7)
+    x = torch.randn(4, 4)
+    assert torch.equal(Dropout(0.0)(x), x)

@@ -1,0 +1,173 @@
+"""The training step and loop, on real components (the real corpus, real checkpoints)."""
+
+import json
+
+import pytest
+import torch
+
+from scratchmlm import BertMasker, CharTokenizer, NoamScheduler, ScratchMLMError, TransformerMLM, noam_lr
+from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
+from scratchmlm.train import Trainer, load_run, masked_cross_entropy, read_metrics, train_step
+
+
+def small_config(**train_overrides) -> RunConfig:
+    train = dict(steps=40, batch_size=16, seq_len=16, warmup=10, log_every=5, eval_every=20,
+                 sample_every=20, valid_windows=64)
+    train.update(train_overrides)
+    return RunConfig(ModelConfig(d_model=32, num_heads=4, num_layers=2, d_ff=64, max_len=16),
+                     TrainConfig(**train))
+
+
+def test_loss_ignores_unselected_positions():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8, 10, requires_grad=True)
+    labels = torch.full((2, 8), -100)
+    labels[0, 3], labels[1, 5] = 4, 7
+    loss, count = masked_cross_entropy(logits, labels)
+    changed = logits.detach().clone()
+    changed[labels == -100] = torch.randn(14, 10) * 100
+    assert torch.equal(masked_cross_entropy(changed, labels)[0], loss.detach())
+    expected = (torch.nn.functional.cross_entropy(logits[0, 3][None], torch.tensor([4]))
+                + torch.nn.functional.cross_entropy(logits[1, 5][None], torch.tensor([7]))) / 2
+    torch.testing.assert_close(loss, expected)
+    assert int(count) == 2
+    loss.backward()
+    assert torch.all(logits.grad[labels == -100] == 0)
+    nothing = masked_cross_entropy(logits, torch.full((2, 8), -100))[0]
+    assert nothing.item() == 0.0
+
+
+def _step_parts(clip_norm=1.0, warmup=5):
+    tokenizer = CharTokenizer("abcdefgh")
+    torch.manual_seed(0)
+    model = TransformerMLM(tokenizer.vocab_size, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=8)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = NoamScheduler(optimizer, 16, warmup)
+    masker = BertMasker.for_tokenizer(tokenizer)
+    ids = torch.randint(3, tokenizer.vocab_size, (8, 8), generator=torch.Generator().manual_seed(1))
+    return model, optimizer, scheduler, masker, ids
+
+
+def test_clipping_bounds_the_norm_and_scheduler_advances_once_per_step(monkeypatch):
+    model, optimizer, scheduler, masker, ids = _step_parts()
+    seen_norms = []
+    original_step = optimizer.step
+
+    def spy_step(*args, **kwargs):
+        grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+        seen_norms.append(torch.stack(grads).norm().item())
+        return original_step(*args, **kwargs)
+
+    monkeypatch.setattr(optimizer, "step", spy_step)
+    generator = torch.Generator().manual_seed(2)
+    for step in range(1, 6):
+        result = train_step(model, ids, masker, generator, optimizer, scheduler, clip_norm=1e-3)
+        assert result.lr == pytest.approx(noam_lr(step, 16, 5))
+        assert scheduler.last_epoch == step
+        assert result.grad_norm.item() > 1e-3          # the reported norm is the one before clipping
+        assert seen_norms[-1] <= 1e-3 * (1 + 1e-4)     # the optimizer saw the clipped gradient
+        assert all(p.grad is None for p in model.parameters())
+    assert len(seen_norms) == 5
+
+
+def test_overfits_one_fixed_batch(corpus_ids, tokenizer):
+    """The classic sanity check: one fixed masked batch, learnt to > 99% accuracy within 300 steps."""
+    torch.manual_seed(0)
+    model = TransformerMLM(tokenizer.vocab_size, d_model=64, num_heads=4, num_layers=2, d_ff=128,
+                           max_len=32, dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), betas=(0.9, 0.98), eps=1e-9)
+    scheduler = NoamScheduler(optimizer, d_model=64, warmup=50, factor=0.5)
+    masker = BertMasker.for_tokenizer(tokenizer)
+    ids = corpus_ids[:16 * 32].view(16, 32)
+    for _ in range(300):   # the same generator seed every step: the same masks every step
+        result = train_step(model, ids, masker, torch.Generator().manual_seed(0), optimizer, scheduler, 1.0)
+    batch = masker(ids, torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        predicted = model(batch.inputs).argmax(-1)
+    accuracy = (predicted == batch.labels)[batch.selected].float().mean().item()
+    assert int(batch.selected.sum()) > 60
+    assert accuracy > 0.99, accuracy
+    assert result.loss.item() < 0.1
+
+
+def test_short_real_run_beats_the_unigram_baseline(tmp_path):
+    """A few hundred steps of the seed model on the real corpus: +10 points over unigram."""
+    config = RunConfig(ModelConfig(), TrainConfig(steps=300, warmup=100, noam_factor=2.0, log_every=50,
+                                                  eval_every=300, sample_every=300))
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    result = trainer.train()
+    baselines = {r["name"]: r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "baseline"}
+    assert result["top1"] >= baselines["unigram"]["top1"] + 0.10, (result["top1"], baselines["unigram"]["top1"])
+    assert result["fingerprint"] == baselines["unigram"]["fingerprint"]
+
+
+def test_resume_is_bit_for_bit(tmp_path, corpus_text):
+    text = corpus_text[:60_000]
+    straight = Trainer(small_config(steps=40), tmp_path / "straight", text=text, progress=False)
+    straight.train()
+    first = Trainer(small_config(steps=20), tmp_path / "split", text=text, progress=False)
+    first.train()
+    resumed = Trainer(small_config(steps=40), tmp_path / "split", resume=True, text=text, progress=False)
+    assert resumed.step == 20
+    resumed.train()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    a_records = [r for r in read_metrics(tmp_path / "straight" / "metrics.jsonl") if r["type"] == "train"]
+    b_records = [r for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if r["type"] == "train"]
+    assert [r["loss"] for r in a_records] == [r["loss"] for r in b_records]
+    assert [r["step"] for r in b_records] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_run_directory_contents_and_checkpoints(tmp_path, corpus_text):
+    run = tmp_path / "run"
+    Trainer(small_config(), run, text=corpus_text[:60_000], progress=False).train()
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 40
+    for name in ["tokenizer.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "samples/step_000040.txt", "samples/step_000040.html"]:
+        assert (run / name).is_file(), name
+    assert not list(run.glob("checkpoints/*.tmp"))
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 40 and isinstance(state["vocab"], list)
+    model, tokenizer, config, _ = load_run(run, "last")
+    assert tokenizer.vocab == state["vocab"] and not model.training
+
+
+def test_existing_run_directory_is_refused(tmp_path, corpus_text):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "something").write_text("x")
+    with pytest.raises(ScratchMLMError, match="already exists. Use --resume"):
+        Trainer(small_config(), run, text=corpus_text[:60_000], progress=False)
+    with pytest.raises(ScratchMLMError, match="no checkpoints/last.pt"):
+        Trainer(small_config(), run, resume=True, text=corpus_text[:60_000], progress=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_text):
+    run = tmp_path / "run"
+    trainer = Trainer(small_config(steps=40, eval_every=10), run, text=corpus_text[:60_000], progress=False)
+    original = trainer.model.generator.forward
+    calls = {"n": 0}
+
+    def poisoned(x):   # from the 23rd training step on, the logits are NaN
+        out = original(x)
+        if trainer.model.training:
+            calls["n"] += 1
+            if calls["n"] >= 23:
+                return out * float("nan")
+        return out
+
+    trainer.model.generator.forward = poisoned
+    with pytest.raises(ScratchMLMError, match="at step 23") as error:
+        trainer.train()
+    assert "last good checkpoint" in str(error.value)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 20
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_early_stopping(tmp_path, corpus_text):
+    config = small_config(steps=200, eval_every=5, log_every=5, early_stopping_patience=1, noam_factor=0.0)
+    trainer = Trainer(config, tmp_path / "run", text=corpus_text[:60_000], progress=False)
+    trainer.train()   # learning rate 0: the validation loss never improves after the first evaluation
+    assert trainer.step == 10
