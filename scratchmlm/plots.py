@@ -114,7 +114,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: str | Path | None 
         axes.title.set_fontsize(FONT_SIZE + 1)
         axes.yaxis.label.set_fontsize(FONT_SIZE)
     for axes in (loss_axes, accuracy_axes):
-        axes.legend(fontsize=FONT_SIZE - 1)
+        axes.legend(fontsize=FONT_SIZE - 1, loc="best", framealpha=0.9)
     for axes in (lr_axes, grad_axes):
         axes.set_xlabel("optimizer step", fontsize=FONT_SIZE)
 
@@ -146,9 +146,14 @@ def plot_noam(d_model: int, warmup: int, factor: float = 1.0, steps: int = 10000
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
     axes.plot(step_numbers, rates, linewidth=1.5, label="learning rate")
-    axes.plot([peak_step], [peak_rate], "o", color="tab:red", label="peak")
-    axes.annotate(f"peak: step {peak_step:,}\nlr {peak_rate:.3e}", xy=(peak_step, peak_rate),
-                  xytext=(12, -28), textcoords="offset points", fontsize=FONT_SIZE,
+    axes.plot([peak_step], [peak_rate], "o", color="tab:red", label="peak", clip_on=False)
+    label = f"peak: step {peak_step:,}\nlr {peak_rate:.3e}"
+    if warmup > steps:
+        label += f"\n(warmup {warmup:,} lies beyond the plot)"
+    on_the_left = peak_step > 0.6 * steps  # keep the label inside the axes
+    axes.annotate(label, xy=(peak_step, peak_rate), xytext=(-18 if on_the_left else 18, 6),
+                  textcoords="offset points", ha="right" if on_the_left else "left", va="bottom",
+                  fontsize=FONT_SIZE,
                   arrowprops={"arrowstyle": "->", "color": "grey"})
     axes.set_title(f"Noam schedule (d_model={d_model}, warmup={warmup:,}, factor={factor:g})",
                    fontsize=FONT_SIZE + 1)
@@ -157,7 +162,7 @@ def plot_noam(d_model: int, warmup: int, factor: float = 1.0, steps: int = 10000
     axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     axes.tick_params(labelsize=FONT_SIZE)
     axes.set_xlim(0, steps)
-    axes.set_ylim(0, peak_rate * 1.15)
+    axes.set_ylim(0, peak_rate * 1.35)  # headroom for the annotation above the peak
     axes.grid(True, alpha=0.3)
 
     _save(figure, path)
@@ -197,9 +202,11 @@ def plot_attention(weights, tokens: list[str], path: str | Path | None = None,
     colorbar.ax.tick_params(labelsize=FONT_SIZE - 1)
 
     label_size = FONT_SIZE if seq <= 40 else FONT_SIZE - 2
-    rotation = 90 if any(len(label) > 1 for label in labels) else 0
-    axes.set_xticks(range(seq), labels, fontsize=label_size, rotation=rotation)
+    axes.set_xticks(range(seq), labels, fontsize=label_size)
     axes.set_yticks(range(seq), labels, fontsize=label_size)
+    for tick_label in axes.get_xticklabels():  # stand multi-character tokens such as [MASK] up
+        if len(tick_label.get_text()) > 1:
+            tick_label.set_rotation(90)
     axes.set_xlabel("key position (attended to)", fontsize=FONT_SIZE)
     axes.set_ylabel("query position (attending)", fontsize=FONT_SIZE)
     axes.set_title(title or "Attention weights", fontsize=FONT_SIZE + 1)

@@ -119,3 +119,12 @@ def test_attention_shape_mismatch():
         plot_attention(np.full((4, 4), 0.25), list("abc"))
     with pytest.raises(ScratchMLMError, match="shape"):
         plot_attention(torch.full((2, 3, 3), 1 / 3), list("abc"))
+
+
+def test_noam_peak_beyond_plotted_steps():
+    figure = plot_noam(d_model=128, warmup=2000, steps=500)
+    _, peak = figure.axes[0].get_lines()
+    assert list(peak.get_xdata()) == [500]  # still rising: the highest plotted rate is the last
+    assert "beyond" in figure.axes[0].texts[0].get_text()
+    with pytest.raises(ScratchMLMError):
+        plot_noam(d_model=128, warmup=2000, steps=0)
