@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
         return command
 
-    with_run("evaluate", "score a run on the frozen validation set, beside the baselines")
+    evaluate = with_run("evaluate", "score a run on the frozen validation set, beside the baselines")
+    evaluate.add_argument("--text", default=None,
+                          help="also print the pseudo-perplexity of this text (each character masked in turn)")
     sample = with_run("sample", "fill masked validation lines (or your prompts) and colour them by correctness")
     sample.add_argument("--prompt", action="append", default=None,
                         help="your own prompt (repeatable); a literal [MASK] marks what to fill")
@@ -135,8 +137,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .batches import FrozenValidationSet
-    from .evaluate import bigram_infill_baseline, evaluate, unigram_baseline
+    from .evaluate import bigram_infill_baseline, evaluate, pseudo_perplexity, unigram_baseline
     from .train import RunData, load_run
 
     model, tokenizer, config, state = load_run(args.run, args.checkpoint, args.device)
@@ -153,6 +154,13 @@ def cmd_evaluate(args) -> int:
                  bigram_infill_baseline(data.train_ids, valid, tokenizer.vocab_size, tokenizer.mask_id),
                  unigram_baseline(data.train_ids, valid, tokenizer.vocab_size)):
         print(line.summary())
+    text = args.text if args.text is not None else data.valid_text[:1000]
+    what = "the text" if args.text is not None else "the first 1000 validation characters"
+    ids = tokenizer.encode(text, strict=True, parse_special=False)
+    if len(ids) == 0:
+        raise ScratchMLMError("--text is empty.")
+    print(f"pseudo-perplexity of {what}: "
+          f"{pseudo_perplexity(model, ids, tokenizer.mask_id, config.train.seq_len):.3f}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Every function builds a ``matplotlib.figure.Figure`` directly instead of going through
 ``pyplot``, so nothing depends on global plotting state: the code works headless (a training
-server, CI) and in a notebook, where a returned figure displays itself. Each function returns its
+server, CI) and in a notebook, where a returned figure displays itself (with `%matplotlib inline`,
+the notebook default). Each function returns its
 figure and, given ``path``, also saves it there as a PNG.
 
 The training curves read the records a run appends to ``metrics.jsonl``::
@@ -162,7 +163,7 @@ def plot_noam(d_model: int, warmup: int, factor: float = 1.0, steps: int = 10000
     axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     axes.tick_params(labelsize=FONT_SIZE)
     axes.set_xlim(0, steps)
-    axes.set_ylim(0, peak_rate * 1.35)  # headroom for the annotation above the peak
+    axes.set_ylim(0, peak_rate * 1.35 or 1.0)  # headroom for the annotation above the peak
     axes.grid(True, alpha=0.3)
 
     _save(figure, path)

@@ -40,6 +40,7 @@ from .evaluate import EvalResult, bigram_infill_baseline, evaluate, unigram_base
 from .masking import IGNORE_INDEX, BertMasker
 from .model import TransformerMLM
 from .noam import NoamScheduler
+from .plots import plot_noam, plot_training_curves
 from .sample import fill_prompts, validation_prompts
 from .tokenizer import CharTokenizer
 
@@ -303,6 +304,15 @@ class Trainer:
         (directory / f"step_{self.step:06d}.txt").write_text(samples.to_plain() + "\n")
         (directory / f"step_{self.step:06d}.html").write_text(samples._repr_html_())
 
+    def write_plots(self) -> None:
+        """``plots/curves.png`` (loss, accuracy, learning rate, gradient norm) and ``plots/noam.png``."""
+        cfg = self.config.train
+        records = read_metrics(self.metrics.path)
+        if any(r["type"] == "train" for r in records):
+            plot_training_curves(records, self.run_dir / "plots" / "curves.png")
+        plot_noam(self.config.model.d_model, cfg.warmup, cfg.noam_factor, max(cfg.steps, 2 * cfg.warmup),
+                  self.run_dir / "plots" / "noam.png")
+
     # -- the loop --------------------------------------------------------------------------------
     def train(self) -> dict:
         """Train to ``config.train.steps``; returns the last evaluation as a dict.
@@ -357,6 +367,7 @@ class Trainer:
                 self._flush(pending, tokens_since / max(train_seconds, 1e-9))
             if interrupted.is_set() or (last_eval and last_eval.get("step") != self.step):
                 self.save("last")
+            self.write_plots()
         finally:
             bar.close()
             if previous_handler is not None:

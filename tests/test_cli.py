@@ -43,8 +43,12 @@ def test_evaluate_prints_model_and_baselines(trained_run):
     result = scratchmlm("evaluate", run)
     assert result.returncode == 0, result.stderr
     assert "fingerprint" in result.stdout
-    for name in ["model @60", "bigram infill", "unigram", "mask", "random", "unchanged"]:
+    for name in ["model @60", "bigram infill", "unigram", "mask", "random", "unchanged",
+                 "pseudo-perplexity of the first 1000 validation characters"]:
         assert name in result.stdout
+    result = scratchmlm("evaluate", run, "--text", "To be, or not to be")
+    assert result.returncode == 0 and "pseudo-perplexity of the text: " in result.stdout
+    assert float(result.stdout.split("pseudo-perplexity of the text: ")[1]) > 1.0
 
 
 @pytest.mark.parametrize("color, env, coloured", [
