@@ -112,6 +112,11 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.run_dir is None:
             raise ScratchMLMError("--resume needs --run-dir, the run to continue.")
+        if args.config:
+            raise ScratchMLMError("--config cannot be combined with --resume: a resumed run keeps the "
+                                  "configuration in its config.json.")
+        if not (run_dir / "config.json").is_file():
+            raise ScratchMLMError(f"Cannot resume: {run_dir} has no config.json.")
         config = RunConfig.load(run_dir / "config.json")
         _, overrides = _run_config(args)
         changed = sorted(k for k in overrides if k != "train.steps")
@@ -199,10 +204,14 @@ def cmd_plot(args) -> int:
 
     from .corpus import load_text, split_text
     from .plots import plot_attention, plot_noam, plot_training_curves
+    from .sample import validation_prompts
     from .train import load_run, read_metrics
 
     records = read_metrics(args.run / "metrics.jsonl")
     model, tokenizer, config, _ = load_run(args.run, args.checkpoint, args.device)
+    if not (0 <= args.layer < config.model.num_layers and 0 <= args.head < config.model.num_heads):
+        raise ScratchMLMError(f"--layer must be in 0..{config.model.num_layers - 1} and --head in "
+                              f"0..{config.model.num_heads - 1}.")
     out = args.run / "plots"
     plot_training_curves(records, out / "curves.png")
     plot_noam(config.model.d_model, config.train.warmup, config.train.noam_factor,
@@ -211,13 +220,10 @@ def cmd_plot(args) -> int:
     prompt = args.prompt
     if prompt is None:
         valid = split_text(load_text(config.train.data), config.train.seq_len).valid
-        prompt = next(line for line in valid.split("\n") if len(line) >= 16)[: config.train.seq_len]
+        prompt = validation_prompts(valid, 1, config.train.seq_len, torch.Generator().manual_seed(0))[0]
     ids = tokenizer.encode(prompt, strict=True)
-    if len(ids) > model.max_len:
-        raise ScratchMLMError(f"The prompt is {len(ids)} tokens long; this model reads at most {model.max_len}.")
-    if not (0 <= args.layer < config.model.num_layers and 0 <= args.head < config.model.num_heads):
-        raise ScratchMLMError(f"--layer must be in 0..{config.model.num_layers - 1} and --head in "
-                              f"0..{config.model.num_heads - 1}.")
+    if not 0 < len(ids) <= model.max_len:
+        raise ScratchMLMError(f"The prompt is {len(ids)} tokens long; this model reads 1 to {model.max_len}.")
     with torch.no_grad():
         _, attention = model(ids[None].to(next(model.parameters()).device), return_attention=True)
     tokens = [tokenizer.vocab[i] for i in ids.tolist()]

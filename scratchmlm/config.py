@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,20 @@ class TrainConfig:
                 raise ScratchMLMError(f"{name} must be a positive integer, got {value!r}.")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ScratchMLMError(f"device must be auto, cpu or cuda, got {self.device!r}.")
+        if not 0 <= self.seed < 2 ** 32:
+            raise ScratchMLMError(f"seed must be in 0 .. 2**32 - 1, got {self.seed}.")
+        if not 0.0 < self.select_prob <= 1.0:
+            raise ScratchMLMError(f"select_prob must be in (0, 1]: with 0 nothing is ever scored. Got {self.select_prob}.")
+        if not self.noam_factor > 0:
+            raise ScratchMLMError(f"noam_factor must be positive (0 never moves the weights, a negative "
+                                  f"one climbs the loss), got {self.noam_factor}.")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ScratchMLMError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if not self.adam_eps > 0:
+            raise ScratchMLMError(f"adam_eps must be positive, got {self.adam_eps}.")
+        if not self.weight_decay >= 0:
+            raise ScratchMLMError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if not self.clip_norm > 0:
             raise ScratchMLMError(f"clip_norm must be positive, got {self.clip_norm}.")
         if self.early_stopping_patience < 0:
@@ -131,7 +146,11 @@ class RunConfig:
                    train=_from_dict(TrainConfig, data.get("train", {}), "train"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write ``config.json`` atomically (temp file, then rename)."""
+        path = Path(path)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(temporary, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
@@ -139,6 +158,8 @@ class RunConfig:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ScratchMLMError(f"Configuration file {path} does not exist.") from None
+        except OSError as error:
+            raise ScratchMLMError(f"Configuration file {path} cannot be read ({error.strerror}).") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ScratchMLMError(f"Configuration file {path} is not valid JSON: {error}.") from None
         return cls.from_dict(data)

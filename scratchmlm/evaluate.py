@@ -21,7 +21,7 @@ outside the window is left out of the product).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,15 +32,17 @@ from .masking import IGNORE_INDEX, KIND_NAMES, MaskedBatch
 
 @dataclass
 class Scores:
-    """Accuracy and cross-entropy over one set of scored positions."""
+    """Accuracy and cross-entropy over one set of scored positions (``None`` when there are none)."""
 
     count: int
-    top1: float
-    top5: float
-    loss: float
+    top1: float | None
+    top5: float | None
+    loss: float | None
 
     @property
-    def perplexity(self) -> float:
+    def perplexity(self) -> float | None:
+        if self.loss is None:
+            return None
         return math.exp(self.loss) if self.loss < 700 else float("inf")
 
     def to_dict(self) -> dict:
@@ -56,39 +58,41 @@ class EvalResult:
     by_kind: dict[str, Scores]
     fingerprint: str
     name: str = "model"
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**self.overall.to_dict(), "by_kind": {k: v.to_dict() for k, v in self.by_kind.items()},
                 "fingerprint": self.fingerprint}
 
     def summary(self) -> str:
-        kinds = "  ".join(f"{k} {v.top1:.3f}" for k, v in self.by_kind.items())
+        kinds = "  ".join(f"{k} {v.top1:.3f}" if v.count else f"{k} -" for k, v in self.by_kind.items())
         return (f"{self.name:>14}: top-1 {self.overall.top1:.3f}  top-5 {self.overall.top5:.3f}  "
                 f"CE {self.overall.loss:.3f}  ppl {self.overall.perplexity:.2f}  | top-1 by kind: {kinds}")
 
 
-def score_log_probs(log_probs: torch.Tensor, batch: MaskedBatch, fingerprint: str, name: str) -> EvalResult:
-    """Score log-probabilities ``[batch, seq, vocab]`` at the selected positions of ``batch``."""
-    selected = batch.labels != IGNORE_INDEX
-    labels = batch.labels[selected]                               # [n]
-    scored = log_probs[selected]                                  # [n, vocab]
-    nll = -scored.gather(1, labels[:, None]).squeeze(1)           # [n]
-    top5 = scored.topk(min(5, scored.shape[1]), dim=1).indices    # [n, 5]
+def score_log_probs(log_probs: torch.Tensor, labels: torch.Tensor, kinds: torch.Tensor,
+                    fingerprint: str, name: str) -> EvalResult:
+    """Score log-probabilities ``[n, vocab]`` of the ``n`` selected positions, whose true ids are
+    ``labels`` ``[n]`` and whose masking kinds are ``kinds`` ``[n]``."""
+    nll = -log_probs.gather(1, labels[:, None]).squeeze(1)               # [n]
+    top5 = log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices     # [n, 5]
     hit1 = top5[:, 0] == labels
     hit5 = (top5 == labels[:, None]).any(dim=1)
-    kinds = batch.kinds[selected]
 
     def scores(where: torch.Tensor) -> Scores:
         n = int(where.sum())
         if n == 0:
-            return Scores(0, float("nan"), float("nan"), float("nan"))
+            return Scores(0, None, None, None)
         return Scores(n, hit1[where].float().mean().item(), hit5[where].float().mean().item(),
                       nll[where].double().mean().item())
 
-    everything = torch.ones_like(labels, dtype=torch.bool)
-    by_kind = {name_: scores(kinds == kind) for kind, name_ in KIND_NAMES.items()}
-    return EvalResult(scores(everything), by_kind, fingerprint, name)
+    by_kind = {kind_name: scores(kinds == kind) for kind, kind_name in KIND_NAMES.items()}
+    return EvalResult(scores(torch.ones_like(labels, dtype=torch.bool)), by_kind, fingerprint, name)
+
+
+def _selected(batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The selected positions of a batch: (flat indices into [batch * seq], labels, kinds)."""
+    selected = (batch.labels != IGNORE_INDEX).flatten()
+    return selected.nonzero().squeeze(1), batch.labels.flatten()[selected], batch.kinds.flatten()[selected]
 
 
 @torch.no_grad()
@@ -97,12 +101,15 @@ def evaluate(model: torch.nn.Module, valid: FrozenValidationSet, batch_size: int
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    batch = valid.batch.to("cpu")
     log_probs = []
     for start in range(0, len(valid), batch_size):
-        inputs = valid.batch.inputs[start:start + batch_size].to(device)
-        log_probs.append(F.log_softmax(model(inputs).float(), dim=-1).cpu())
+        rows = slice(start, start + batch_size)
+        logits = model(valid.batch.inputs[rows].to(device)).float().cpu()      # [rows, seq, vocab]
+        log_probs.append(F.log_softmax(logits[batch.labels[rows] != IGNORE_INDEX], dim=-1))
     model.train(was_training)
-    return score_log_probs(torch.cat(log_probs), valid.batch.to("cpu"), valid.fingerprint, "model")
+    _, labels, kinds = _selected(batch)
+    return score_log_probs(torch.cat(log_probs), labels, kinds, valid.fingerprint, "model")
 
 
 def unigram_log_probs(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -120,31 +127,35 @@ def bigram_log_table(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def unigram_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int) -> EvalResult:
-    batch = valid.batch.to("cpu")
-    log_probs = unigram_log_probs(train_ids, vocab_size).expand(*batch.inputs.shape, vocab_size)
-    return score_log_probs(log_probs, batch, valid.fingerprint, "unigram")
+    _, labels, kinds = _selected(valid.batch.to("cpu"))
+    log_probs = unigram_log_probs(train_ids, vocab_size).expand(len(labels), vocab_size)
+    return score_log_probs(log_probs, labels, kinds, valid.fingerprint, "unigram")
 
 
 def bigram_infill_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int,
                            mask_id: int) -> EvalResult:
     batch = valid.batch.to("cpu")
-    table = bigram_log_table(train_ids, vocab_size)              # [vocab, vocab]
-    inputs = batch.inputs
-    scores = torch.zeros(*inputs.shape, vocab_size, dtype=torch.float64)
-    # left neighbour a: log p(c | a), a function of c = row a of the table
-    left = inputs[:, :-1]
-    left_known = (left != mask_id)[..., None]
-    scores[:, 1:] += torch.where(left_known, table[left], 0.0)
-    # right neighbour b: log p(b | c), a function of c = column b of the table
-    right = inputs[:, 1:]
-    right_known = (right != mask_id)[..., None]
-    scores[:, :-1] += torch.where(right_known, table[:, right].permute(1, 2, 0), 0.0)
-    # a position with no known neighbour falls back to the unigram distribution
-    no_context = torch.ones_like(inputs, dtype=torch.bool)
-    no_context[:, 1:] &= ~left_known[..., 0]
-    no_context[:, :-1] &= ~right_known[..., 0]
-    scores[no_context] = unigram_log_probs(train_ids, vocab_size)
-    return score_log_probs(scores.log_softmax(-1), batch, valid.fingerprint, "bigram infill")
+    flat, labels, kinds = _selected(batch)
+    seq_len = batch.inputs.shape[1]
+    inputs = batch.inputs.flatten()
+    table = bigram_log_table(train_ids, vocab_size)                      # [vocab, vocab]
+    scores = torch.zeros(len(flat), vocab_size, dtype=torch.float64)    # [n, vocab]
+    known = torch.zeros(len(flat), dtype=torch.bool)
+    column = flat % seq_len
+    # left neighbour a: log p(c | a) as a function of c is row a of the table
+    has_left = column > 0
+    left = inputs[(flat - 1).clamp(min=0)]
+    use_left = has_left & (left != mask_id)
+    scores[use_left] += table[left[use_left]]
+    # right neighbour b: log p(b | c) as a function of c is column b of the table
+    has_right = column < seq_len - 1
+    right = inputs[(flat + 1).clamp(max=len(inputs) - 1)]
+    use_right = has_right & (right != mask_id)
+    scores[use_right] += table[:, right[use_right]].T
+    known = use_left | use_right
+    # a position with no visible neighbour falls back to the unigram distribution
+    scores[~known] = unigram_log_probs(train_ids, vocab_size)
+    return score_log_probs(scores.log_softmax(-1), labels, kinds, valid.fingerprint, "bigram infill")
 
 
 @torch.no_grad()

@@ -154,7 +154,9 @@ def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker,
             masked = masker(ids[None], generator)
             inputs, is_fill = masked.inputs[0], masked.selected[0]
             expected = [tokenizer.vocab[i] for i in ids.tolist()]
-        predicted_ids = model(inputs[None].to(device))[0].argmax(-1).cpu()
+        logits = model(inputs[None].to(device))[0].float().cpu()                 # [seq, vocab]
+        logits[:, list(tokenizer.special_ids)] = float("-inf")                    # answers are real characters
+        predicted_ids = logits.argmax(-1)
         predicted = [tokenizer.vocab[i] for i in predicted_ids.tolist()]
         filled.append(FilledPrompt(expected, predicted, is_fill.tolist()))
     model.train(was_training)
@@ -162,10 +164,15 @@ def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker,
 
 
 def validation_prompts(valid_text: str, count: int, length: int, generator: torch.Generator) -> list[str]:
-    """``count`` prompts: lines of the validation text (at least 16 characters), cut to ``length``."""
+    """``count`` prompts: lines of the validation text (at least 16 characters), cut to ``length``.
+
+    A text without such lines (a word list, short verse) gives windows of ``length`` characters.
+    """
+    if count < 1:
+        raise ScratchMLMError(f"The number of prompts must be at least 1, got {count}.")
     lines = [line[:length] for line in valid_text.split("\n") if len(line.strip()) >= 16]
     if not lines:
-        raise ScratchMLMError("The validation text has no line of 16 or more characters to use as a prompt.")
+        lines = [valid_text[start:start + length] for start in range(0, max(len(valid_text) - length, 0) + 1, length)]
     picks = torch.randint(len(lines), (count,), generator=generator).tolist()
     return [lines[i] for i in picks]
 
@@ -179,6 +186,8 @@ class MaskPrediction:
 @torch.no_grad()
 def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPrediction]:
     """For every ``[MASK]`` in ``text``, the ``top_k`` characters and their probabilities."""
+    if top_k < 1:
+        raise ScratchMLMError(f"--top-k must be at least 1, got {top_k}.")
     ids = _check_prompt(tokenizer, model, text)
     positions = (ids == tokenizer.mask_id).nonzero().flatten().tolist()
     if not positions:

@@ -63,8 +63,10 @@ class CharTokenizer:
         return len(SPECIAL_TOKENS)
 
     # -- encoding -----------------------------------------------------------------------------
-    def encode_array(self, text: str, strict: bool = False) -> np.ndarray:
-        """Encode plain text (no special-token parsing) to an int64 array, vectorised."""
+    def encode_array(self, text: str, strict: bool = False, offset: int = 0) -> np.ndarray:
+        """Encode plain text (no special-token parsing) to an int64 array, vectorised.
+
+        ``offset`` is where ``text`` starts in a longer prompt (only used in error messages)."""
         points = _code_points(text)
         table = self._sorted_code_points
         where = np.searchsorted(table, points)
@@ -74,7 +76,7 @@ class CharTokenizer:
             first = int(np.argmin(known))
             unknown = sorted(set(chr(p) for p in points[~known]))
             raise ScratchMLMError(
-                f"Character {text[first]!r} at position {first} is not in the tokenizer's alphabet "
+                f"Character {text[first]!r} at position {offset + first} is not in the tokenizer's alphabet "
                 f"(unknown: {''.join(unknown)!r}). Remove it, or encode with strict=False to map "
                 f"unknown characters to {UNK}."
             )
@@ -90,12 +92,13 @@ class CharTokenizer:
         """
         if not parse_special or "[" not in text:
             return torch.from_numpy(self.encode_array(text, strict))
-        pieces = []
+        pieces, offset = [], 0
         for piece in _SPECIAL_PATTERN.split(text):
-            if piece in self.token_to_id and piece in SPECIAL_TOKENS:
+            if piece in SPECIAL_TOKENS:
                 pieces.append(np.array([self.token_to_id[piece]], dtype=np.int64))
             elif piece:
-                pieces.append(self.encode_array(piece, strict))
+                pieces.append(self.encode_array(piece, strict, offset))
+            offset += len(piece)
         return torch.from_numpy(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64))
 
     def decode(self, ids, skip_special: bool = False) -> str:

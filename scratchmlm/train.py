@@ -100,10 +100,16 @@ def train_step(model: torch.nn.Module, ids: torch.Tensor, masker: BertMasker,
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ScratchMLMError(f"Unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ScratchMLMError(f"Unsupported device {name!r}: use auto, cpu, cuda or cuda:N.")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ScratchMLMError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; "
                               "use --device cpu (or auto).")
-    return torch.device(name)
+    return device
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -134,10 +140,13 @@ class MetricsLog:
             os.fsync(handle.fileno())
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (a resumed run writes them again)."""
+        """Drop records of steps after ``step`` (a resumed run writes them again), atomically."""
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        with open(temporary, "w") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in kept))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, self.path)
 
 
@@ -146,11 +155,14 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise ScratchMLMError(f"{path} does not exist: is this a scratchmlm run directory?")
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
+                if number == len(lines):   # a record cut short by a hard kill: it never completed
+                    break
                 raise ScratchMLMError(f"{path} line {number} is not valid JSON.") from None
     return records
 
@@ -220,6 +232,9 @@ class Trainer:
 
         if resume:
             self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt"))
+            if train.steps <= self.step:
+                raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps larger "
+                                      f"than {self.step} to train further.")
             self.metrics.truncate_after(self.step)
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +243,8 @@ class Trainer:
             self._log_baselines()
 
     def _check_run_dir(self, resume: bool) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ScratchMLMError(f"--run-dir {self.run_dir} is a file, not a directory.")
         exists = self.run_dir.exists() and any(self.run_dir.iterdir())
         if resume and not (self.run_dir / "checkpoints" / "last.pt").is_file():
             raise ScratchMLMError(f"Cannot resume: {self.run_dir} has no checkpoints/last.pt.")
@@ -240,6 +257,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         return {
             "step": self.step,
+            "device_type": self.device.type,
             "config": self.config.to_dict(),
             "vocab": self.data.tokenizer.vocab,
             "valid_fingerprint": self.valid.fingerprint,
@@ -260,6 +278,10 @@ class Trainer:
         if state["vocab"] != self.data.tokenizer.vocab:
             raise ScratchMLMError("The checkpoint was saved with a different vocabulary than this data "
                                   "gives; resume with the same --data as the original run.")
+        if state.get("device_type", self.device.type) != self.device.type:
+            raise ScratchMLMError(
+                f"This run was trained on {state['device_type']} and cannot be resumed exactly on "
+                f"{self.device.type} (the random-number states differ); resume it on {state['device_type']}.")
         if state["valid_fingerprint"] != self.valid.fingerprint:
             raise ScratchMLMError("The validation set differs from the one this run was scored on "
                                   "(the data or masking settings changed); resume with the original ones.")
@@ -322,8 +344,8 @@ class Trainer:
         """
         cfg = self.config.train
         interrupted = threading.Event()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step",
-                   disable=not self.progress or None, dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
+                   **({} if self.progress else {"disable": True}))   # TQDM_DISABLE=1 also silences it
         previous_handler = None
         if threading.current_thread() is threading.main_thread():
             def on_interrupt(*_):
@@ -333,6 +355,7 @@ class Trainer:
                 bar.write("interrupted: finishing this step and saving checkpoints/last.pt "
                           "(Ctrl-C again to quit at once)")
             previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+            previous_term_handler = signal.signal(signal.SIGTERM, on_interrupt)
         pending: list[tuple[int, StepResult]] = []
         last_eval: dict = {}
         train_seconds, tokens_since = 0.0, 0
@@ -372,34 +395,42 @@ class Trainer:
             bar.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
+                signal.signal(signal.SIGTERM, previous_term_handler)
         return last_eval
 
     def _flush(self, pending: list[tuple[int, StepResult]], tokens_per_second: float) -> dict:
         """Read the pending steps' tensors (one device sync), stop on a non-finite loss, log."""
         losses = torch.stack([r.loss for _, r in pending]).cpu()
-        finite = torch.isfinite(losses)
+        grad_norms = torch.stack([r.grad_norm for _, r in pending]).float().cpu()
+        finite = torch.isfinite(losses) & torch.isfinite(grad_norms)   # an inf gradient makes NaN weights
         if not bool(finite.all()):
-            bad_step = pending[int((~finite).nonzero()[0])][0]
-            kept = self.run_dir / "checkpoints" / "last.pt"
-            where = (f"the last good checkpoint {kept} is kept" if kept.exists()
-                     else "no checkpoint had been written yet")
-            raise ScratchMLMError(
-                f"The loss became {losses[~finite][0].item()} at step {bad_step}; training stopped and "
-                f"{where}. Lower --noam-factor or --clip-norm, or check the data.")
+            first = int((~finite).nonzero()[0])
+            self._stop_non_finite(f"The training loss or gradient norm became {losses[first].item()} / "
+                                  f"{grad_norms[first].item()}", pending[first][0])
         scored = sum(int(r.num_scored) for _, r in pending)
         record = {
             "type": "train", "step": self.step, "time": time.time(),
             "loss": float(losses.mean()),
             "accuracy": sum(int(r.num_correct) for _, r in pending) / max(scored, 1),
             "lr": pending[-1][1].lr,
-            "grad_norm": float(torch.stack([r.grad_norm for _, r in pending]).float().mean()),
+            "grad_norm": float(grad_norms.mean()),
             "tokens_per_second": tokens_per_second,
         }
         self.metrics.append(record)
         return record
 
+    def _stop_non_finite(self, what: str, step: int) -> None:
+        """Stop training: the weights can no longer be trusted, so nothing more is saved."""
+        kept = self.run_dir / "checkpoints" / "last.pt"
+        where = (f"the last good checkpoint {kept} (step {load_checkpoint(kept)['step']}) is kept"
+                 if kept.exists() else "no checkpoint had been written yet")
+        raise ScratchMLMError(f"{what} at step {step}; training stopped and {where}. "
+                              f"Lower --noam-factor or --clip-norm, or check the data.")
+
     def _evaluate_and_checkpoint(self) -> dict:
         result = self.evaluate()
+        if not math.isfinite(result.overall.loss):
+            self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
         record = {"type": "eval", "step": self.step, "time": time.time(), **result.to_dict()}
         self.metrics.append(record)
         if result.overall.loss < self.best_loss:
@@ -422,7 +453,13 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if not (run_dir / "config.json").is_file():
         raise ScratchMLMError(f"{run_dir} is not a scratchmlm run directory (no config.json).")
     config = RunConfig.load(run_dir / "config.json")
-    tokenizer = CharTokenizer.load(run_dir / "tokenizer.json")
+    try:
+        tokenizer = CharTokenizer.load(run_dir / "tokenizer.json")
+    except (OSError, ValueError) as error:
+        if isinstance(error, ScratchMLMError):
+            raise
+        raise ScratchMLMError(f"{run_dir}/tokenizer.json is missing or unreadable ({type(error).__name__}); "
+                              f"the run directory is incomplete.") from None
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path)
     if state.get("vocab") != tokenizer.vocab:

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -10,19 +11,42 @@ from scratchmlm.masking import MASKED, RANDOMISED, UNCHANGED, MaskedBatch
 
 
 def test_scores_by_hand():
-    # 1 x 4 positions, vocab 5; positions 0, 2, 3 scored with kinds mask, random, unchanged
-    log_probs = torch.log(torch.tensor([[[.1, .6, .1, .1, .1], [.2] * 5, [.5, .1, .2, .1, .1],
-                                         [.05, .05, .1, .3, .5]]]))
-    labels = torch.tensor([[1, -100, 2, 0]])
-    kinds = torch.tensor([[MASKED, 0, RANDOMISED, UNCHANGED]], dtype=torch.uint8)
-    result = score_log_probs(log_probs, MaskedBatch(labels.clamp(min=0), labels, kinds), "fp", "x")
+    # three scored positions, vocab 5, of kinds mask, random, unchanged
+    log_probs = torch.log(torch.tensor([[.1, .6, .1, .1, .1], [.5, .1, .2, .1, .1], [.05, .05, .1, .3, .5]]))
+    labels = torch.tensor([1, 2, 0])
+    kinds = torch.tensor([MASKED, RANDOMISED, UNCHANGED], dtype=torch.uint8)
+    result = score_log_probs(log_probs, labels, kinds, "fp", "x")
     assert result.overall.count == 3
-    assert result.overall.top1 == pytest.approx(1 / 3)           # only position 0 is right
+    assert result.overall.top1 == pytest.approx(1 / 3)           # only the first is right
     assert result.overall.top5 == pytest.approx(1.0)
     assert result.overall.loss == pytest.approx(-(math.log(.6) + math.log(.2) + math.log(.05)) / 3)
     assert result.overall.perplexity == pytest.approx(math.exp(result.overall.loss))
     assert result.by_kind["mask"].top1 == 1.0 and result.by_kind["random"].top1 == 0.0
     assert result.by_kind["unchanged"].loss == pytest.approx(-math.log(.05))
+    only_masks = score_log_probs(log_probs[:1], labels[:1], kinds[:1], "fp", "x")
+    assert only_masks.by_kind["random"].count == 0 and only_masks.by_kind["random"].top1 is None
+    assert "NaN" not in json.dumps(only_masks.to_dict())           # metrics.jsonl stays valid JSON
+
+
+def test_bigram_infill_by_hand():
+    """p(c | left, right) ∝ p(c | left) p(right | c), from add-one smoothed training bigrams."""
+    vocab = 6
+    train_ids = torch.tensor([3, 4, 5, 3, 4, 5, 3, 5, 4, 3])
+    windows = torch.tensor([[3, 4, 5, 3], [4, 3, 5, 5]])
+    labels = torch.full((2, 4), -100)
+    labels[0, 1], labels[1, 0], labels[1, 2] = 4, 4, 5
+    inputs = windows.clone()
+    inputs[0, 1], inputs[1, 0], inputs[1, 3] = 1, 1, 1               # [MASK]s, one a hidden neighbour
+    kinds = torch.where(labels != -100, MASKED, 0).to(torch.uint8)
+    valid = FrozenValidationSet(MaskedBatch(inputs, labels, kinds), windows, "fp")
+    result = bigram_infill_baseline(train_ids, valid, vocab, mask_id=1)
+    table = bigram_log_table(train_ids, vocab)
+    expected = [
+        (table[3] + table[:, 5]).log_softmax(0)[4],   # row 0, col 1: left 3, right 5
+        (table[:, 3]).log_softmax(0)[4],              # row 1, col 0: no left, right 3
+        (table[3]).log_softmax(0)[5],                 # row 1, col 2: left 3, right is [MASK]
+    ]
+    assert result.overall.loss == pytest.approx(-sum(e.item() for e in expected) / 3)
 
 
 def test_bigram_table_rows_are_distributions():

@@ -42,6 +42,8 @@ def test_unknown_characters(tokenizer):
     assert ids == [tokenizer.token_to_id["a"], tokenizer.unk_id, tokenizer.token_to_id["b"]]
     with pytest.raises(ScratchMLMError, match=r"'€' at position 1 is not in the tokenizer's alphabet"):
         tokenizer.encode("a€b", strict=True)
+    with pytest.raises(ScratchMLMError, match=r"'€' at position 15 "):   # counted across a [MASK]
+        tokenizer.encode("abcdefg [MASK]x€", strict=True)
 
 
 def test_non_bmp_and_empty_text():

@@ -161,14 +161,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_text
     trainer.model.generator.forward = poisoned
     with pytest.raises(ScratchMLMError, match="at step 23") as error:
         trainer.train()
-    assert "last good checkpoint" in str(error.value)
+    assert "last good checkpoint" in str(error.value) and "(step 20)" in str(error.value)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 20
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
 def test_early_stopping(tmp_path, corpus_text):
-    config = small_config(steps=200, eval_every=5, log_every=5, early_stopping_patience=1, noam_factor=0.0)
+    """Patience 2: stop at the second evaluation in a row without a better validation loss."""
+    from scratchmlm.evaluate import EvalResult, Scores
+
+    config = small_config(steps=200, eval_every=5, log_every=5, early_stopping_patience=2)
     trainer = Trainer(config, tmp_path / "run", text=corpus_text[:60_000], progress=False)
-    trainer.train()   # learning rate 0: the validation loss never improves after the first evaluation
-    assert trainer.step == 10
+    losses = iter([3.0, 2.9, 2.95, 2.91, 2.8])
+    trainer.evaluate = lambda: EvalResult(Scores(10, 0.5, 0.8, next(losses)), {}, "fp")
+    trainer.train()
+    assert trainer.step == 20                      # evaluations at 5, 10 (best), 15, 20: stop
+    assert torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["step"] == 10

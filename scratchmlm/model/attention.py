@@ -4,8 +4,8 @@ For input ``x`` ``[batch, seq, d_model]`` and ``h`` heads of size ``d_k = d_mode
 
     Q, K, V = x W_q, x W_k, x W_v                       each split into heads: [batch, h, seq, d_k]
     scores  = Q K^T / sqrt(d_k)                         [batch, h, seq, seq]
-    scores[..., j] = -inf   where key j is padding (the most negative float: a row of
-                                                        only padding then stays finite)
+    scores[..., j] = -inf   where key j is padding (the most negative float: in the written-out
+                                                        path a row of only padding stays finite)
     weights = softmax(scores, dim=-1)                   each row sums to 1
     heads   = weights V                                 [batch, h, seq, d_k]
     out     = concat(heads) W_o                         [batch, seq, d_model]
