@@ -124,7 +124,7 @@ def main() -> None:
     print(f"training FLOPs per token: {flops / 1e6:.2f} MFLOP; measured fp32 matmul peak "
           f"(2048^3): {peak:.0f} GFLOP/s")
     runs: dict[str, list[dict]] = {"scratchmlm": [], "torch": []}
-    for round_number in range(args.rounds):
+    for _ in range(args.rounds):
         for kind in runs:   # interleaved, each in a fresh process (its own peak memory)
             output = subprocess.run(
                 [sys.executable, __file__, "--measure", kind, "--device", args.device,

@@ -126,7 +126,7 @@ def cmd_train(args) -> int:
         config.train.steps = overrides.get("train.steps", config.train.steps)
     else:
         config, _ = _run_config(args)
-    trainer = Trainer(config, run_dir, resume=args.resume, color=args.color)
+    trainer = Trainer(config, run_dir, resume=args.resume)
     if args.resume:
         config.save(run_dir / "config.json")
     print(f"scratchmlm: training {trainer.model.num_parameters():,} parameters on "

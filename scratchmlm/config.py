@@ -90,7 +90,8 @@ class TrainConfig:
         if not 0 <= self.seed < 2 ** 32:
             raise ScratchMLMError(f"seed must be in 0 .. 2**32 - 1, got {self.seed}.")
         if not 0.0 < self.select_prob <= 1.0:
-            raise ScratchMLMError(f"select_prob must be in (0, 1]: with 0 nothing is ever scored. Got {self.select_prob}.")
+            raise ScratchMLMError(f"select_prob must be in (0, 1] (with 0 nothing is ever scored), "
+                                  f"got {self.select_prob}.")
         if not self.noam_factor > 0:
             raise ScratchMLMError(f"noam_factor must be positive (0 never moves the weights, a negative "
                                   f"one climbs the loss), got {self.noam_factor}.")

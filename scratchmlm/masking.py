@@ -112,7 +112,8 @@ class BertMasker:
         if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
             raise ScratchMLMError("BertMasker expects an integer tensor of token ids, e.g. [batch, seq] int64.")
         if not isinstance(generator, torch.Generator):
-            raise ScratchMLMError("BertMasker needs an explicit torch.Generator (e.g. torch.Generator().manual_seed(0)).")
+            raise ScratchMLMError("BertMasker needs an explicit torch.Generator, "
+                                  "e.g. torch.Generator().manual_seed(0).")
         if generator.device.type != ids.device.type:
             raise ScratchMLMError(
                 f"The generator is on {generator.device} but the ids are on {ids.device}; "

@@ -200,11 +200,10 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                 text: str | None = None, color: str = "auto", progress: bool = True):
+                 text: str | None = None, progress: bool = True):
         self.config = config
         config.train.validate()
         self.run_dir = Path(run_dir)
-        self.color = color
         self.progress = progress
         self.device = resolve_device(config.train.device)
         self._check_run_dir(resume)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["--num-layers", "2", "--d-model", "32", "--num-heads", "4", "--d-ff", "64"]
@@ -82,7 +81,7 @@ def test_resume_continues_to_more_steps(trained_run, tmp_path):
     run, _ = trained_run
     result = scratchmlm("train", "--run-dir", run, "--resume", "--steps", 70, "--color", "never")
     assert result.returncode == 0, result.stderr
-    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 70
     result = scratchmlm("train", "--run-dir", run, "--resume", "--d-model", 64)
     assert result.returncode == 2 and "only --steps may change" in result.stderr

@@ -22,8 +22,6 @@ class _Serve:
     """A loopback HTTP server that answers every GET with ``payload``."""
 
     def __init__(self, payload: bytes):
-        outer = self
-
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 self.send_response(200)

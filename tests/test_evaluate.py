@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from scratchmlm import BertMasker, CharTokenizer, FrozenValidationSet, TransformerMLM
+from scratchmlm import BertMasker, FrozenValidationSet, TransformerMLM
 from scratchmlm.evaluate import (bigram_infill_baseline, bigram_log_table, evaluate, pseudo_perplexity,
                                  score_log_probs, unigram_baseline)
 from scratchmlm.masking import MASKED, RANDOMISED, UNCHANGED, MaskedBatch

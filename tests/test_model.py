@@ -94,7 +94,9 @@ def test_parameter_gradients_match_finite_differences():
     model = tiny_model().double()
     ids = torch.randint(0, 11, (2, 6))
     target = torch.randint(0, 11, (2, 6))
-    loss_fn = lambda: F.cross_entropy(model(ids).flatten(0, 1), target.flatten())
+    def loss_fn():
+        return F.cross_entropy(model(ids).flatten(0, 1), target.flatten())
+
     loss_fn().backward()
     for name in ["embeddings.token.weight", "encoder.layers.1.feed_forward.linear1.weight",
                  "encoder.layers.0.attention.out.bias", "generator.projection.weight"]:

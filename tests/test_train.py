@@ -112,7 +112,7 @@ def test_resume_is_bit_for_bit(tmp_path, corpus_text):
     resumed = Trainer(small_config(steps=40), tmp_path / "split", resume=True, text=text, progress=False)
     assert resumed.step == 20
     resumed.train()
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     a_records = [r for r in read_metrics(tmp_path / "straight" / "metrics.jsonl") if r["type"] == "train"]
     b_records = [r for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if r["type"] == "train"]

@@ -20,7 +20,9 @@ def test_there_are_tutorials():
 def test_notebook_matches_its_source_and_has_no_outputs(notebook):
     source = jupytext.read(notebook.with_suffix(".py"))
     paired = nbformat.read(notebook, as_version=4)
-    code = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]
+    def code(nb):
+        return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
     assert code(paired) == code(source), f"run: jupytext --sync {notebook.with_suffix('.py')}"
     assert all(not cell.get("outputs") for cell in paired.cells if cell.cell_type == "code")
 
