@@ -183,9 +183,7 @@ def cmd_sample(args) -> int:
     if not prompts:
         valid_text = split_text(load_text(config.train.data), config.train.seq_len).valid
         prompts = validation_prompts(valid_text, args.count, config.train.seq_len, generator)
-    masker = BertMasker.for_tokenizer(tokenizer, select_prob=config.train.select_prob,
-                                      mask_token_prob=config.train.mask_token_prob,
-                                      random_token_prob=config.train.random_token_prob)
+    masker = BertMasker.from_config(tokenizer, config.train)
     print(fill_prompts(model, tokenizer, prompts, masker, generator).render(args.color))
     return 0
 
@@ -204,7 +202,7 @@ def cmd_plot(args) -> int:
 
     from .corpus import load_text, split_text
     from .plots import plot_attention, plot_noam, plot_training_curves
-    from .sample import validation_prompts
+    from .sample import encode_prompt, validation_prompts
     from .train import load_run, read_metrics
 
     records = read_metrics(args.run / "metrics.jsonl")
@@ -221,9 +219,7 @@ def cmd_plot(args) -> int:
     if prompt is None:
         valid = split_text(load_text(config.train.data), config.train.seq_len).valid
         prompt = validation_prompts(valid, 1, config.train.seq_len, torch.Generator().manual_seed(0))[0]
-    ids = tokenizer.encode(prompt, strict=True)
-    if not 0 < len(ids) <= model.max_len:
-        raise ScratchMLMError(f"The prompt is {len(ids)} tokens long; this model reads 1 to {model.max_len}.")
+    ids = encode_prompt(tokenizer, model, prompt)
     with torch.no_grad():
         _, attention = model(ids[None].to(next(model.parameters()).device), return_attention=True)
     tokens = [tokenizer.vocab[i] for i in ids.tolist()]

@@ -102,6 +102,13 @@ class BertMasker:
             **probabilities,
         )
 
+    @classmethod
+    def from_config(cls, tokenizer, train_config) -> "BertMasker":
+        """The masker a ``TrainConfig`` describes (its three probabilities) for ``tokenizer``."""
+        return cls.for_tokenizer(tokenizer, select_prob=train_config.select_prob,
+                                 mask_token_prob=train_config.mask_token_prob,
+                                 random_token_prob=train_config.random_token_prob)
+
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, generator: torch.Generator) -> MaskedBatch:
         """Mask ``ids`` ``[batch, seq]`` (any shape works) with randomness from ``generator``.

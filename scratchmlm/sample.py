@@ -125,7 +125,9 @@ def use_color(color: str = "auto", stream=None) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
-def _check_prompt(tokenizer, model, text: str) -> torch.Tensor:
+def encode_prompt(tokenizer, model, text: str) -> torch.Tensor:
+    """A prompt as ids ``[len]``: unknown characters, an empty prompt or one longer than the model
+    reads are errors that say so."""
     ids = tokenizer.encode(text, strict=True)
     if len(ids) == 0:
         raise ScratchMLMError("The prompt is empty.")
@@ -145,7 +147,7 @@ def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker,
     device = next(model.parameters()).device
     filled = []
     for text in prompts:
-        ids = _check_prompt(tokenizer, model, text)
+        ids = encode_prompt(tokenizer, model, text)
         user_masks = ids == tokenizer.mask_id
         if bool(user_masks.any()):
             inputs, is_fill, expected = ids, user_masks, [None if m else tokenizer.vocab[i]
@@ -188,7 +190,7 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPredictio
     """For every ``[MASK]`` in ``text``, the ``top_k`` characters and their probabilities."""
     if top_k < 1:
         raise ScratchMLMError(f"--top-k must be at least 1, got {top_k}.")
-    ids = _check_prompt(tokenizer, model, text)
+    ids = encode_prompt(tokenizer, model, text)
     positions = (ids == tokenizer.mask_id).nonzero().flatten().tolist()
     if not positions:
         raise ScratchMLMError('The text has no [MASK] to fill; write e.g. "To be, or not to [MASK]e".')

@@ -185,9 +185,7 @@ class RunData:
         tokenizer = tokenizer or CharTokenizer.from_text(text)
         train_ids = tokenizer.encode(split.train, parse_special=False)
         valid_ids = tokenizer.encode(split.valid, parse_special=False)
-        masker = BertMasker.for_tokenizer(tokenizer, select_prob=train_config.select_prob,
-                                          mask_token_prob=train_config.mask_token_prob,
-                                          random_token_prob=train_config.random_token_prob)
+        masker = BertMasker.from_config(tokenizer, train_config)
         valid = FrozenValidationSet.build(valid_ids, masker, train_config.seq_len, train_config.valid_windows)
         return cls(tokenizer, train_ids, split.valid, masker, valid)
 
