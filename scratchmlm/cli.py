@@ -24,6 +24,19 @@ HELP = {
     "fused_attention": "use torch's fused attention kernel (same math as the written-out one)",
     "early_stopping_patience": "stop after this many evaluations without a better validation loss (0: off)",
     "norm_first": "pre-norm (true) or post-norm (false) encoder layers",
+    "warmup": "Noam warm-up steps: the learning rate peaks at factor * (d_model * warmup)^-0.5",
+    "noam_factor": "scales the whole Noam schedule",
+    "select_prob": "share of positions the masker selects for prediction",
+    "mask_token_prob": "of the selected, the share shown as [MASK]",
+    "random_token_prob": "of the selected, the share replaced by a random character (the rest stay unchanged)",
+    "clip_norm": "clip the global gradient norm to this",
+    "eval_every": "evaluate on the frozen validation set and checkpoint every N steps",
+    "sample_every": "write samples every N steps",
+    "log_every": "log training loss/accuracy/lr/grad-norm to metrics.jsonl every N steps",
+    "valid_windows": "number of fixed validation windows",
+    "max_len": "longest sequence the position table covers (at least --seq-len)",
+    "positional": "sinusoidal or learned",
+    "activation": "gelu or relu",
 }
 
 
@@ -42,7 +55,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title
             continue  # always taken from the data
         kind = _parse_bool if field.type in ("bool", bool) else {"int": int, "float": float}.get(field.type, str)
         group.add_argument("--" + field.name.replace("_", "-"), dest=f"{group_title}.{field.name}",
-                           type=kind, default=None, metavar=field.name.split("_")[-1].upper(),
+                           type=kind, default=None,
+                           metavar={"bool": "BOOL", "int": "N", "float": "X"}.get(field.type, "TEXT"),
                            help=f"{HELP.get(field.name, '')} (default: {field.default})".strip())
 
 
