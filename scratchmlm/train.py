@@ -21,6 +21,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -350,7 +351,7 @@ class Trainer:
                     raise KeyboardInterrupt
                 interrupted.set()
                 bar.write("interrupted: finishing this step and saving checkpoints/last.pt "
-                          "(Ctrl-C again to quit at once)")
+                          "(Ctrl-C again to quit at once)", file=sys.stderr)
             previous_handler = signal.signal(signal.SIGINT, on_interrupt)
             previous_term_handler = signal.signal(signal.SIGTERM, on_interrupt)
         pending: list[tuple[int, StepResult]] = []
@@ -379,7 +380,7 @@ class Trainer:
                     last_eval = self._evaluate_and_checkpoint()
                     if self._should_stop_early():
                         bar.write(f"early stopping at step {self.step}: no validation improvement in "
-                                  f"{cfg.early_stopping_patience} evaluations")
+                                  f"{cfg.early_stopping_patience} evaluations", file=sys.stderr)
                         break
                 if self.step % cfg.sample_every == 0 or at_end:
                     self._write_samples()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["--num-layers", "2", "--d-model", "32", "--num-heads", "4", "--d-ff", "64"]
@@ -234,3 +235,30 @@ def test_a_text_without_long_lines_still_trains_and_samples(tmp_path):
                         "--sample-every", 2, "--seq-len", 16, "--color", "never", *TINY_MODEL)
     assert result.returncode == 0, result.stderr
     assert "fills correct" in result.stdout
+
+
+def test_ctrl_c_saves_the_run_and_it_resumes(tmp_path):
+    """Ctrl-C (SIGINT) finishes the step, saves checkpoints/last.pt and exits cleanly."""
+    import signal
+    import time
+
+    run = tmp_path / "r"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "scratchmlm", "train", "--run-dir", str(run),
+                                "--steps", "100000", "--log-every", "5", "--eval-every", "100000",
+                                "--color", "never", *TINY_MODEL], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and '"type": "train"' not in (metrics.read_text() if metrics.exists() else ""):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "interrupted" in stderr and "run directory:" in stdout
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    logged = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert state["step"] >= 5 and logged[-1]["step"] == state["step"]   # nothing trained is lost
+    result = scratchmlm("train", "--run-dir", run, "--resume", "--steps", state["step"] + 3, "--color", "never")
+    assert result.returncode == 0, result.stderr
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == state["step"] + 3
