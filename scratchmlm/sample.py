@@ -70,16 +70,22 @@ class Samples:
     def _render(self, context, correct, wrong, unknown, line_end="\n") -> str:
         lines = []
         for prompt in self.prompts:
-            parts = []
+            parts, context_run = [], ""
             for i, char in enumerate(prompt.expected):
-                if not prompt.is_fill[i]:
-                    parts.append(context(visible(char) if char == "\n" else char))
-                elif char is None:
+                if not prompt.is_fill[i]:                 # context: gathered into one run
+                    context_run += visible(char) if char == "\n" else char
+                    continue
+                if context_run:
+                    parts.append(context(context_run))
+                    context_run = ""
+                if char is None:
                     parts.append(unknown(visible(prompt.predicted[i])))
                 elif prompt.predicted[i] == char:
                     parts.append(correct(visible(char)))
                 else:
                     parts.append(wrong(visible(prompt.predicted[i]), visible(char)))
+            if context_run:
+                parts.append(context(context_run))
             lines.append("".join(parts))
         lines.append(self._summary())
         return line_end.join(lines)
