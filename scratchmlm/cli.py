@@ -106,14 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args) -> RunConfig:
+def _run_config(args) -> tuple[RunConfig, dict]:
+    """The configuration: defaults, then --config, then flags; and the flags that were given."""
     config = RunConfig.load(args.config) if args.config else RunConfig()
     overrides = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     for key, value in overrides.items():
         section, name = key.split(".")
         setattr(getattr(config, section), name, value)
-    if config.model.max_len < config.train.seq_len:
-        config.model.max_len = config.train.seq_len
     config.train.validate()
     config.model.validate()
     return config, overrides

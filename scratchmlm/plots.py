@@ -26,12 +26,10 @@ from matplotlib.ticker import PercentFormatter
 
 from .errors import ScratchMLMError
 from .noam import noam_lr
+from .sample import visible
 
 PNG_DPI = 120
 FONT_SIZE = 9
-
-# How characters that print as nothing are shown as tick labels.
-VISIBLE_CHARACTERS = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
 # Line style of each baseline's horizontal line on the accuracy panel.
 BASELINE_STYLES = {"unigram": "--", "bigram": ":"}
@@ -170,11 +168,6 @@ def plot_noam(d_model: int, warmup: int, factor: float = 1.0, steps: int = 10000
     return figure
 
 
-def _visible_token(token: str) -> str:
-    """A token as a tick label: newline, space and tab become visible symbols."""
-    return VISIBLE_CHARACTERS.get(token, token)
-
-
 def plot_attention(weights, tokens: list[str], path: str | Path | None = None,
                    title: str = "") -> Figure:
     """A heat map of one head's attention weights ``[seq, seq]``.
@@ -193,7 +186,7 @@ def plot_attention(weights, tokens: list[str], path: str | Path | None = None,
             f"match the {seq} tokens, got shape {list(weights.shape)}. Select a single batch "
             f"item and head first, e.g. weights[0, head].")
 
-    labels = [_visible_token(token) for token in tokens]
+    labels = [visible(token) for token in tokens]   # newline, space, tab as symbols
     figure = Figure(figsize=(max(4.0, 0.22 * seq + 2.0), max(3.5, 0.22 * seq + 1.2)),
                     layout="constrained")
     axes = figure.subplots()

@@ -33,7 +33,7 @@ VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
 
 def visible(char: str) -> str:
-    """A whitespace character as a visible symbol (used for fills, where a blank would vanish)."""
+    """A whitespace character as a visible symbol (fills and tick labels, where a blank would vanish)."""
     return VISIBLE.get(char, char)
 
 
