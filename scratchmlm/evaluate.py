@@ -9,10 +9,21 @@ overall and per kind ([MASK] / random / unchanged positions). Only the [MASK] ki
 infilling from context alone: an unchanged position shows the answer, so a model scores well
 there by copying.
 
-Baselines: **unigram** predicts the training split's character frequencies everywhere;
-**bigram infill** predicts ``p(c | left, right) ∝ p(c | left) p(right | c)`` from add-one smoothed
-training bigram counts, using the neighbours the model also sees (a neighbour that is [MASK] or
-outside the window is left out of the product).
+A diverged model (inf or NaN weights) is scored, not refused: its cross-entropy and perplexity
+come out inf or NaN, and ``to_dict`` writes such non-finite numbers as ``null`` so that
+``metrics.jsonl`` stays valid JSON (``"loss": null`` with ``"count" > 0`` means "not finite").
+
+Baselines, from add-one smoothed counts over the training split, using only the neighbours the
+model also sees (a neighbour that is [MASK] or outside the window is not visible):
+
+* **unigram** predicts ``p(c)``, the character frequencies, everywhere;
+* **bigram infill** predicts the character ``c`` between a left neighbour ``a`` and a right
+  neighbour ``b`` by Bayes' rule, treating the text as a first-order Markov chain::
+
+      both visible:        p(c | a, b) ∝ p(c | a) · p(b | c)
+      only ``a`` visible:  p(c | a)
+      only ``b`` visible:  p(c | b)    ∝ p(c) · p(b | c)
+      neither visible:     p(c)        (the unigram)
 
 **Pseudo-perplexity** of a text masks each position in turn and scores the model's prediction of it:
 ``exp(-mean_i log p(x_i | x without x_i))``.
@@ -21,6 +32,8 @@ outside the window is left out of the product).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +43,38 @@ from .batches import FrozenValidationSet
 from .masking import IGNORE_INDEX, KIND_NAMES, MaskedBatch
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``with eval_mode(model): ...`` runs the body with ``model`` in eval mode (dropout off), then
+    restores every submodule's previous training flag, even when the body raises."""
+    was_training = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in was_training.items():
+            module.training = training
+
+
+def _perplexity(loss: float) -> float:
+    """``exp(loss)``: inf when it overflows a float, NaN for a NaN loss."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def _json_number(value: float | None) -> float | None:
+    """``value``, or ``None`` (JSON ``null``) when it is inf or NaN, which JSON cannot hold."""
+    return value if value is None or math.isfinite(value) else None
+
+
 @dataclass
 class Scores:
-    """Accuracy and cross-entropy over one set of scored positions (``None`` when there are none)."""
+    """Accuracy and cross-entropy over one set of scored positions (``None`` when there are none).
+
+    ``loss`` is inf or NaN for a diverged model; ``to_dict`` writes those as ``None``.
+    """
 
     count: int
     top1: float | None
@@ -41,13 +83,13 @@ class Scores:
 
     @property
     def perplexity(self) -> float | None:
-        if self.loss is None:
-            return None
-        return math.exp(self.loss) if self.loss < 700 else float("inf")
+        """``exp(loss)``; inf when that overflows or the loss is inf, NaN when the loss is NaN."""
+        return None if self.loss is None else _perplexity(self.loss)
 
     def to_dict(self) -> dict:
-        return {"count": self.count, "top1": self.top1, "top5": self.top5, "loss": self.loss,
-                "perplexity": self.perplexity}
+        """JSON-ready: non-finite numbers become ``None`` (``null``)."""
+        return {"count": self.count, "top1": _json_number(self.top1), "top5": _json_number(self.top5),
+                "loss": _json_number(self.loss), "perplexity": _json_number(self.perplexity)}
 
 
 @dataclass
@@ -64,6 +106,7 @@ class EvalResult:
                 "fingerprint": self.fingerprint}
 
     def summary(self) -> str:
+        """One line for the terminal; a diverged model's CE and perplexity print as ``nan`` / ``inf``."""
         kinds = "  ".join(f"{k} {v.top1:.3f}" if v.count else f"{k} -" for k, v in self.by_kind.items())
         return (f"{self.name:>14}: top-1 {self.overall.top1:.3f}  top-5 {self.overall.top5:.3f}  "
                 f"CE {self.overall.loss:.3f}  ppl {self.overall.perplexity:.2f}  | top-1 by kind: {kinds}")
@@ -98,16 +141,14 @@ def _selected(batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, valid: FrozenValidationSet, batch_size: int = 512) -> EvalResult:
     """The model's scores on the frozen validation set (eval mode; training mode is restored)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     batch = valid.batch.to("cpu")
     log_probs = []
-    for start in range(0, len(valid), batch_size):
-        rows = slice(start, start + batch_size)
-        logits = model(valid.batch.inputs[rows].to(device)).float().cpu()      # [rows, seq, vocab]
-        log_probs.append(F.log_softmax(logits[batch.labels[rows] != IGNORE_INDEX], dim=-1))
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(valid), batch_size):
+            rows = slice(start, start + batch_size)
+            logits = model(valid.batch.inputs[rows].to(device)).float().cpu()      # [rows, seq, vocab]
+            log_probs.append(F.log_softmax(logits[batch.labels[rows] != IGNORE_INDEX], dim=-1))
     _, labels, kinds = _selected(batch)
     return score_log_probs(torch.cat(log_probs), labels, kinds, valid.fingerprint, "model")
 
@@ -134,27 +175,25 @@ def unigram_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_
 
 def bigram_infill_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int,
                            mask_id: int) -> EvalResult:
+    """Score ``p(c | left, right) ∝ p(c | left) · p(right | c)`` at every selected position, with
+    ``p(c)`` in place of ``p(c | left)`` where the left neighbour is not visible and the factor
+    ``p(right | c)`` left out where the right one is not (see the module docstring)."""
     batch = valid.batch.to("cpu")
     flat, labels, kinds = _selected(batch)
     seq_len = batch.inputs.shape[1]
     inputs = batch.inputs.flatten()
     table = bigram_log_table(train_ids, vocab_size)                      # [vocab, vocab]
-    scores = torch.zeros(len(flat), vocab_size, dtype=torch.float64)    # [n, vocab]
-    known = torch.zeros(len(flat), dtype=torch.bool)
     column = flat % seq_len
-    # left neighbour a: log p(c | a) as a function of c is row a of the table
-    has_left = column > 0
+    # the prior over c: log p(c), replaced by log p(c | a) (row a of the table) where the left
+    # neighbour a is visible
+    scores = unigram_log_probs(train_ids, vocab_size).expand(len(flat), vocab_size).clone()  # [n, vocab]
     left = inputs[(flat - 1).clamp(min=0)]
-    use_left = has_left & (left != mask_id)
-    scores[use_left] += table[left[use_left]]
-    # right neighbour b: log p(b | c) as a function of c is column b of the table
-    has_right = column < seq_len - 1
+    use_left = (column > 0) & (left != mask_id)
+    scores[use_left] = table[left[use_left]]
+    # the likelihood of a visible right neighbour b: log p(b | c) as a function of c is column b
     right = inputs[(flat + 1).clamp(max=len(inputs) - 1)]
-    use_right = has_right & (right != mask_id)
+    use_right = (column < seq_len - 1) & (right != mask_id)
     scores[use_right] += table[:, right[use_right]].T
-    known = use_left | use_right
-    # a position with no visible neighbour falls back to the unigram distribution
-    scores[~known] = unigram_log_probs(train_ids, vocab_size)
     return score_log_probs(scores.log_softmax(-1), labels, kinds, valid.fingerprint, "bigram infill")
 
 
@@ -162,9 +201,8 @@ def bigram_infill_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, 
 def pseudo_perplexity(model: torch.nn.Module, ids: torch.Tensor, mask_id: int, window: int,
                       batch_size: int = 256) -> float:
     """Pseudo-perplexity of the 1-D ``ids``: mask each position in turn, within a window of up to
-    ``window`` tokens centred on it, and average ``-log p(true id)``."""
-    was_training = model.training
-    model.eval()
+    ``window`` tokens centred on it, and average ``-log p(true id)``. A diverged model gives inf or
+    NaN."""
     device = next(model.parameters()).device
     ids = ids.to(device)
     n = len(ids)
@@ -175,10 +213,10 @@ def pseudo_perplexity(model: torch.nn.Module, ids: torch.Tensor, mask_id: int, w
     offsets = positions - starts                                        # where the masked one sits
     windows[torch.arange(n, device=device), offsets] = mask_id
     total = 0.0
-    for start in range(0, n, batch_size):
-        rows = slice(start, start + batch_size)
-        log_probs = F.log_softmax(model(windows[rows]).float(), dim=-1)
-        picked = log_probs[torch.arange(log_probs.shape[0], device=device), offsets[rows], ids[rows]]
-        total += -picked.double().sum().item()
-    model.train(was_training)
-    return math.exp(total / n)
+    with eval_mode(model):
+        for start in range(0, n, batch_size):
+            rows = slice(start, start + batch_size)
+            log_probs = F.log_softmax(model(windows[rows]).float(), dim=-1)
+            picked = log_probs[torch.arange(log_probs.shape[0], device=device), offsets[rows], ids[rows]]
+            total += -picked.double().sum().item()
+    return _perplexity(total / n)

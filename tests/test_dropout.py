@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from scratchmlm import Dropout
@@ -46,3 +47,29 @@ def test_odd_sizes_and_zero_probability():
     assert Dropout(0.2)(torch.ones(3, 5, 7)).shape == (3, 5, 7)
     x = torch.randn(4, 4)
     assert torch.equal(Dropout(0.0)(x), x)
+
+
+def test_the_representable_boundaries():
+    # the CPU path keeps an element when a 15-bit uniform u >= round(p * 32768)
+    assert Dropout(0).threshold == Dropout(0.0).threshold == 0
+    assert Dropout(math.nextafter(2 ** -16, 1)).threshold == 1          # just above 1/65536
+    assert Dropout(2 ** -15).threshold == 1
+    assert Dropout(math.nextafter(1 - 2 ** -16, 0)).threshold == 32767   # just below 1 - 1/65536
+    torch.manual_seed(0)
+    rarely = Dropout(math.nextafter(2 ** -16, 1))(torch.ones(2 ** 20))     # drops 1/32768: ~32 of them
+    assert 0 < int((rarely == 0).sum()) < 100
+    almost_all = Dropout(math.nextafter(1 - 2 ** -16, 0))(torch.ones(2 ** 20))
+    assert 0 < int((almost_all != 0).sum()) < 100 and set(almost_all.unique().tolist()) == {0.0, 32768.0}
+
+
+@pytest.mark.parametrize("p, rounds_to", [(1e-9, 0), (1e-6, 0), (2 ** -16, 0),
+                                          (1 - 2 ** -16, 1), (0.99999, 1), (math.nextafter(1, 0), 1)])
+def test_probabilities_the_cpu_path_cannot_represent_are_refused(p, rounds_to):
+    with pytest.raises(ValueError, match=f"would round to {rounds_to} .*1/65536 < p < 1 - 1/65536"):
+        Dropout(p)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, math.nan, math.inf, "0.1", None, True])
+def test_non_probabilities_are_refused(p):
+    with pytest.raises(ValueError, match=r"must be a number in \[0, 1\)"):
+        Dropout(p)

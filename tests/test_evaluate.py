@@ -1,12 +1,14 @@
 import json
 import math
+from collections import Counter
+from fractions import Fraction
 
 import pytest
 import torch
 
 from scratchmlm import BertMasker, FrozenValidationSet, TransformerMLM
-from scratchmlm.evaluate import (bigram_infill_baseline, bigram_log_table, evaluate, pseudo_perplexity,
-                                 score_log_probs, unigram_baseline)
+from scratchmlm.evaluate import (Scores, bigram_infill_baseline, bigram_log_table, eval_mode, evaluate,
+                                 pseudo_perplexity, score_log_probs, unigram_baseline)
 from scratchmlm.masking import MASKED, RANDOMISED, UNCHANGED, MaskedBatch
 
 
@@ -28,25 +30,72 @@ def test_scores_by_hand():
     assert "NaN" not in json.dumps(only_masks.to_dict())           # metrics.jsonl stays valid JSON
 
 
-def test_bigram_infill_by_hand():
-    """p(c | left, right) ∝ p(c | left) p(right | c), from add-one smoothed training bigrams."""
-    vocab = 6
-    train_ids = torch.tensor([3, 4, 5, 3, 4, 5, 3, 5, 4, 3])
-    windows = torch.tensor([[3, 4, 5, 3], [4, 3, 5, 5]])
-    labels = torch.full((2, 4), -100)
-    labels[0, 1], labels[1, 0], labels[1, 2] = 4, 4, 5
-    inputs = windows.clone()
-    inputs[0, 1], inputs[1, 0], inputs[1, 3] = 1, 1, 1               # [MASK]s, one a hidden neighbour
-    kinds = torch.where(labels != -100, MASKED, 0).to(torch.uint8)
-    valid = FrozenValidationSet(MaskedBatch(inputs, labels, kinds), windows, "fp")
-    result = bigram_infill_baseline(train_ids, valid, vocab, mask_id=1)
-    table = bigram_log_table(train_ids, vocab)
-    expected = [
-        (table[3] + table[:, 5]).log_softmax(0)[4],   # row 0, col 1: left 3, right 5
-        (table[:, 3]).log_softmax(0)[4],              # row 1, col 0: no left, right 3
-        (table[3]).log_softmax(0)[5],                 # row 1, col 2: left 3, right is [MASK]
-    ]
-    assert result.overall.loss == pytest.approx(-sum(e.item() for e in expected) / 3)
+# Bigram infill by hand: add-one smoothed counts and Bayes' rule in plain Python fractions.
+VOCAB, M = 6, 1                                            # ids 0-2 are specials, 1 is [MASK]
+TRAIN = [3, 4, 5, 3, 4, 5, 3, 5, 4, 3]
+
+
+def infill_probability_by_hand(label, left=None, right=None):
+    """p(label | visible neighbours): p(c | left) (or p(c) without a left) times p(right | c)."""
+    unigram = Counter(TRAIN)
+    pairs = Counter(zip(TRAIN, TRAIN[1:]))
+    followers = Counter(TRAIN[:-1])                        # how often each id has a next one
+
+    def p(c):                                              # p(c), add-one smoothed
+        return Fraction(unigram[c] + 1, len(TRAIN) + VOCAB)
+
+    def p_next(b, a):                                      # p(next = b | current = a)
+        return Fraction(pairs[a, b] + 1, followers[a] + VOCAB)
+
+    weight = {c: (p(c) if left is None else p_next(c, left)) * (1 if right is None else p_next(right, c))
+              for c in range(VOCAB)}
+    return weight[label] / sum(weight.values())
+
+
+def test_the_hand_computation_itself():
+    # right neighbour 3 only: p(c) p(3 | c) is 1/16 * 1/6 for each special, 5/16 * 1/9 for c = 3,
+    # 4/16 * 2/9 for c = 4 and 4/16 * 3/9 for c = 5, so p(4 | right 3) = (8/144) / (59/288)
+    assert infill_probability_by_hand(4, right=3) == Fraction(16, 59)
+    assert infill_probability_by_hand(4) == Fraction(4, 16)
+
+
+# Each row has one selected position (the [MASK] at `position`); its visible neighbours are given.
+INFILL_CASES = {  # name: (row, position, label, left, right)
+    "both sides": ([3, M, 5, 3], 1, 4, 3, 5),
+    "right only, at the window start": ([M, 3, 4, 5], 0, 4, None, 3),
+    "right only, left is [MASK]": ([M, M, 5, 4], 1, 3, None, 5),
+    "left only, right is [MASK]": ([4, 5, M, M], 2, 3, 5, None),
+    "left only, at the window end": ([5, 3, 4, M], 3, 5, 4, None),
+    "neither: unigram": ([3, M, M, M], 2, 4, None, None),
+}
+
+
+def bigram_infill_loss(rows, positions, labels):
+    """The bigram infill baseline's cross-entropy on windows ``rows`` with one selected position each."""
+    inputs = torch.tensor(rows)
+    label_tensor = torch.full_like(inputs, -100)
+    label_tensor[torch.arange(len(rows)), torch.tensor(positions)] = torch.tensor(labels)
+    originals = torch.where(label_tensor != -100, label_tensor, inputs)
+    kinds = torch.where(label_tensor != -100, MASKED, 0).to(torch.uint8)
+    valid = FrozenValidationSet(MaskedBatch(inputs, label_tensor, kinds), originals, "fp")
+    return bigram_infill_baseline(torch.tensor(TRAIN), valid, VOCAB, mask_id=M).overall.loss
+
+
+@pytest.mark.parametrize("case", INFILL_CASES)
+def test_bigram_infill_by_hand(case):
+    row, position, label, left, right = INFILL_CASES[case]
+    expected = -math.log(infill_probability_by_hand(label, left, right))
+    assert bigram_infill_loss([row], [position], [label]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_bigram_infill_by_hand_in_one_batch():
+    """Neighbours never come from the row before or after: the right-only row at the window start
+    follows a row ending in a visible 3, and the left-only row at the window end precedes one
+    starting with a visible 3."""
+    rows, positions, labels, left, right = zip(*INFILL_CASES.values())
+    expected = [-math.log(infill_probability_by_hand(*case)) for case in zip(labels, left, right)]
+    assert bigram_infill_loss(rows, positions, labels) == pytest.approx(sum(expected) / len(expected),
+                                                                        rel=1e-12)
 
 
 def test_bigram_table_rows_are_distributions():
@@ -116,3 +165,84 @@ def test_pseudo_perplexity_masks_each_position_in_its_window():
         expected = ids[start:start + 4].clone()
         expected[position - start] = 1
         assert windows[position].tolist() == expected.tolist()
+
+
+def tiny_model(vocab_size):
+    return TransformerMLM(vocab_size, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=32)
+
+
+def test_eval_mode_restores_the_training_flags_even_when_the_body_raises():
+    model = tiny_model(10).train()
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(model):
+            assert not any(module.training for module in model.modules())
+            raise RuntimeError("raised inside")
+    assert all(module.training for module in model.modules())
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not any(module.training for module in model.modules())
+    model.train()
+    model.embeddings.eval()                                    # a mixed model comes back mixed
+    with eval_mode(model):
+        pass
+    assert model.training and model.encoder.training and not model.embeddings.training
+
+
+def test_evaluate_restores_training_mode_when_the_model_raises(tokenizer, corpus_text):
+    class Failing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids):
+            raise RuntimeError("forward failed")
+
+    valid_ids = tokenizer.encode(corpus_text[-2000:], parse_special=False)
+    valid = FrozenValidationSet.build(valid_ids, BertMasker.for_tokenizer(tokenizer), 32, num_windows=8)
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="forward failed"):
+        evaluate(model, valid)
+    assert model.training
+    with pytest.raises(RuntimeError, match="forward failed"):
+        pseudo_perplexity(model, valid_ids[:20], tokenizer.mask_id, window=8)
+    assert model.training
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_a_diverged_model_is_scored_with_nan_and_written_as_null(value, tokenizer, corpus_text):
+    valid_ids = tokenizer.encode(corpus_text[-2000:], parse_special=False)
+    valid = FrozenValidationSet.build(valid_ids, BertMasker.for_tokenizer(tokenizer), 32, num_windows=8)
+    model = tiny_model(tokenizer.vocab_size)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(value)
+    result = evaluate(model, valid)                            # inf weights give NaN logits too
+    assert math.isnan(result.overall.loss) and math.isnan(result.overall.perplexity)
+    assert "CE nan  ppl nan" in result.summary()
+    record = json.loads(json.dumps(result.to_dict(), allow_nan=False))   # strict JSON
+    assert record["count"] == result.overall.count > 0
+    assert record["loss"] is None and record["perplexity"] is None
+    assert all(kind["loss"] is None for kind in record["by_kind"].values() if kind["count"])
+    assert math.isnan(pseudo_perplexity(model, valid_ids[:20], tokenizer.mask_id, window=8))
+
+
+def test_infinite_and_huge_losses_give_infinite_perplexity():
+    assert Scores(3, 0.0, 0.0, math.inf).perplexity == math.inf
+    assert Scores(3, 0.0, 0.0, 1000.0).perplexity == math.inf          # exp overflows a float
+    assert Scores(3, 0.0, 0.0, 700.0).perplexity == pytest.approx(math.exp(700.0))
+    huge = Scores(3, 0.0, 0.0, 1000.0).to_dict()
+    assert huge["loss"] == 1000.0 and huge["perplexity"] is None
+    assert Scores(3, 0.0, 0.0, math.inf).to_dict()["loss"] is None
+
+    class Confident(torch.nn.Module):                          # always sure of id 0, never right
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids):
+            logits = torch.zeros(*ids.shape, 7) + self.weight
+            logits[..., 0] = 1e4
+            return logits
+
+    assert pseudo_perplexity(Confident(), torch.randint(3, 7, (20,)), mask_id=1, window=8) == math.inf

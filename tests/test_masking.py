@@ -44,15 +44,17 @@ def bert_masking_violations(originals, batch: MaskedBatch, vocab_size, first_rea
     shown_mask = selected & (inputs == mask_id)
     shown_random = selected & (inputs != mask_id) & (inputs != originals)
     shown_same = selected & (inputs == originals)
-    if int(shown_mask.sum() + shown_random.sum() + shown_same.sum()) != int(selected.sum()):
-        problems.append("the outcomes do not cover the selection exactly")
     inserted = inputs[selected & (inputs != originals) & (inputs != mask_id)]
     if bool(((inserted < first_real_id) | (inserted >= vocab_size)).any()):
         problems.append("a special or out-of-range id was inserted as a random token")
-    # The kinds the masker reports must be disjoint, cover the selection, and match what it did.
+    # The kinds the masker reports: exactly one of the three at each selected position (a sum of
+    # overlapping kind flags, e.g. RANDOMISED + UNCHANGED, is none of them), none elsewhere, and
+    # matching what the model sees.
     kinds = batch.kinds
     if not torch.equal(kinds != NOT_SELECTED, selected):
         problems.append("reported kinds do not cover exactly the selection")
+    if not bool(torch.isin(kinds[selected], torch.tensor([MASKED, RANDOMISED, UNCHANGED])).all()):
+        problems.append("a selected position reports none of the three kinds")
     if not torch.equal(kinds == MASKED, shown_mask):
         problems.append("reported [MASK] positions differ from the positions showing [MASK]")
     if not torch.equal(inputs[kinds == UNCHANGED], originals[kinds == UNCHANGED]):
@@ -75,13 +77,13 @@ def bert_masking_violations(originals, batch: MaskedBatch, vocab_size, first_rea
     return problems
 
 
-def independent_draws_masker(ids, generator, vocab_size=68):
+def independent_draws_masker(ids, rng, vocab_size=68):
     """The common bug: "unchanged" and "random" are drawn independently, so they overlap (~81/10/9)."""
-    selected = (torch.rand(ids.shape, generator=generator) < 0.15) & (ids >= 3)
-    unchanged = selected & (torch.rand(ids.shape, generator=generator) < 0.1)
-    randomised = selected & (torch.rand(ids.shape, generator=generator) < 0.1)
+    selected = (torch.rand(ids.shape, generator=rng) < 0.15) & (ids >= 3)
+    unchanged = selected & (torch.rand(ids.shape, generator=rng) < 0.1)
+    randomised = selected & (torch.rand(ids.shape, generator=rng) < 0.1)
     masked = selected & ~unchanged & ~randomised
-    random_tokens = torch.randint(3, vocab_size, ids.shape, generator=generator)
+    random_tokens = torch.randint(3, vocab_size, ids.shape, generator=rng)
     inputs = torch.where(masked, torch.ones_like(ids), ids)
     inputs = torch.where(randomised, random_tokens, inputs)
     kinds = (masked * MASKED + (randomised * RANDOMISED) + (unchanged & ~randomised) * UNCHANGED).to(torch.uint8)
@@ -126,6 +128,18 @@ def test_the_checks_catch_special_ids_inserted_as_random(windows, masker, tokeni
     assert "a special or out-of-range id was inserted as a random token" in problems
 
 
+def test_the_checks_catch_overlapping_kind_flags(windows, masker, tokenizer):
+    # kinds built as masked * MASKED + randomised * RANDOMISED + unchanged * UNCHANGED from flags
+    # that overlap: a few positions both randomised and unchanged report 2 + 3 = 5
+    batch = masker(windows, torch.Generator().manual_seed(3))
+    kinds = batch.kinds.clone()
+    randomised = (kinds == RANDOMISED).nonzero()
+    kinds[tuple(randomised[::200].T)] = RANDOMISED + UNCHANGED
+    problems = bert_masking_violations(windows, MaskedBatch(batch.inputs, batch.labels, kinds),
+                                       tokenizer.vocab_size)
+    assert problems == ["a selected position reports none of the three kinds"]
+
+
 def test_random_tokens_cover_all_real_characters_uniformly(windows, masker, tokenizer):
     batch = masker(windows, torch.Generator().manual_seed(4))
     inserted = batch.inputs[batch.kinds == RANDOMISED]
@@ -155,12 +169,38 @@ def test_caller_named_ids_are_never_selected(windows, tokenizer):
     assert bool(batch.selected[windows != newline].any())
 
 
-def test_labels_shape_dtype_and_ignore_index(masker):
-    ids = torch.randint(3, 68, (4, 32))
+def label_violations(ids, batch: MaskedBatch):
+    """What is wrong with ``batch.labels`` as the labels of ``ids``, judged against the reported
+    kinds (not against ``batch.selected``, which is derived from the labels themselves)."""
+    problems = []
+    if not batch.inputs.shape == batch.labels.shape == batch.kinds.shape == ids.shape:
+        problems.append("inputs, labels and kinds do not all have the shape of the ids")
+    if batch.labels.dtype != torch.int64:
+        problems.append(f"labels are {batch.labels.dtype}, not int64 (cross_entropy needs int64)")
+    unselected = batch.kinds == NOT_SELECTED
+    if not bool((batch.labels[unselected] == IGNORE_INDEX).all()):
+        problems.append("an unselected position has a label other than -100")
+    if not torch.equal(batch.labels[~unselected], ids[~unselected].long()):
+        problems.append("a selected position's label is not its original id")
+    return problems
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_labels_are_the_ids_at_selected_positions_and_ignored_elsewhere(masker, dtype):
+    ids = torch.randint(3, 68, (16, 32), dtype=dtype)
     batch = masker(ids, torch.Generator().manual_seed(0))
-    assert batch.inputs.shape == batch.labels.shape == batch.kinds.shape == (4, 32)
-    assert batch.labels.dtype == torch.int64
-    assert set(batch.labels[~batch.selected].tolist()) <= {IGNORE_INDEX}
+    assert 0 < int((batch.kinds != NOT_SELECTED).sum()) < ids.numel()
+    assert label_violations(ids, batch) == []
+    # the check itself catches a masker that labels every position, one that labels only the
+    # positions it changed, and one whose labels keep the ids' dtype
+    selected = batch.kinds != NOT_SELECTED
+    everywhere = MaskedBatch(batch.inputs, ids.long(), batch.kinds)
+    only_changed = MaskedBatch(batch.inputs, torch.where(selected & (batch.kinds != UNCHANGED), ids.long(),
+                                                         IGNORE_INDEX), batch.kinds)
+    int32 = MaskedBatch(batch.inputs, batch.labels.int(), batch.kinds)
+    assert label_violations(ids, everywhere) == ["an unselected position has a label other than -100"]
+    assert label_violations(ids, only_changed) == ["a selected position's label is not its original id"]
+    assert label_violations(ids, int32)[0].startswith("labels are torch.int32")
 
 
 @pytest.mark.parametrize("kwargs, message", [

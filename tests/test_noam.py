@@ -43,16 +43,35 @@ def test_scheduler_drives_any_optimizer(optimizer_class):
 
 
 def test_scheduler_state_round_trip():
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=1.0)
-    scheduler = NoamScheduler(optimizer, d_model=64, warmup=5)
-    for _ in range(7):
+    """Stopping after k steps and resuming from saved state continues the schedule exactly as an
+    uninterrupted run does (resuming loads the optimizer's and the scheduler's state, as the
+    Trainer does)."""
+    def run(parameter):
+        optimizer = torch.optim.Adam([parameter], lr=123.0)
+        return optimizer, NoamScheduler(optimizer, d_model=64, warmup=5)
+
+    def step(optimizer, scheduler, parameter):
+        """One training step; returns the learning rate it used."""
+        rate = optimizer.param_groups[0]["lr"]
+        parameter.grad = torch.ones_like(parameter)
         optimizer.step()
         scheduler.step()
-    state = scheduler.state_dict()
-    fresh_optimizer = torch.optim.SGD([parameter], lr=1.0)
-    fresh = NoamScheduler(fresh_optimizer, d_model=64, warmup=5)
-    fresh.load_state_dict(state)
-    fresh_optimizer.param_groups[0]["lr"] = fresh.get_lr()[0]
-    assert fresh.last_epoch == 7
-    assert fresh_optimizer.param_groups[0]["lr"] == noam_lr(8, 64, 5)
+        return rate
+
+    k = 7
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer, scheduler = run(parameter)
+    before = [step(optimizer, scheduler, parameter) for _ in range(k)]
+    saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+    resumed_parameter = torch.nn.Parameter(parameter.detach().clone())
+    resumed_optimizer, resumed = run(resumed_parameter)
+    resumed_optimizer.load_state_dict(saved["optimizer"])
+    resumed.load_state_dict(saved["scheduler"])
+    assert resumed.optimizer_steps_done == k
+
+    after = [step(optimizer, scheduler, parameter) for _ in range(6)]
+    after_resuming = [step(resumed_optimizer, resumed, resumed_parameter) for _ in range(6)]
+    assert before == [noam_lr(n, 64, 5) for n in range(1, k + 1)]
+    assert after == after_resuming == [noam_lr(n, 64, 5) for n in range(k + 1, k + 7)]
+    assert torch.equal(parameter, resumed_parameter)

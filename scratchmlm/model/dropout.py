@@ -5,29 +5,53 @@ that the expected output equals the input; in evaluation it is the identity:
 
     dropout(x)[i] = x[i] * keep[i] / (1 - p),        keep[i] ~ Bernoulli(1 - p)
 
-``torch.nn.Dropout`` draws one random number per element, and on a CPU that draw is the most
-expensive part of a small transformer's training step. Here one draw serves two elements:
-``torch.random_`` fills an int32 with 31 uniform random bits, which are read as two 15-bit
-integers ``u`` (bits 0-14 and 16-30), and an element is kept when ``u >= round(p * 32768)``. That
-is the same definition with ``p`` rounded to a multiple of 1/32768 (0.1 becomes 0.100006), at
-about a third of the cost. On a GPU, where random numbers are cheap, it simply calls
-``F.dropout``. Both draw from the global torch generator, like ``nn.Dropout``, so
+``forward`` takes one of three paths:
+
+(a) **eval mode, or p == 0**: the identity; ``x`` itself is returned.
+(b) **CPU**: 15-bit thresholds from one 31-bit draw per two elements. ``torch.nn.Dropout`` draws
+    one random number per element, and on a CPU that draw is the most expensive part of a small
+    transformer's training step. Here ``torch.random_`` fills an int32 with 31 uniform random
+    bits, which are read as two 15-bit integers ``u`` (bits 0-14 and 16-30), and an element is
+    kept when ``u >= round(p * 32768)``. That is the same definition with ``p`` rounded to a
+    multiple of 1/32768 (0.1 becomes 0.100006), at about a third of the cost.
+(c) **any other device** (a GPU, where random numbers are cheap): ``F.dropout`` with ``p`` as given.
+
+Paths (b) and (c) draw from the global torch generator, like ``nn.Dropout``, so
 ``torch.manual_seed`` makes them reproducible.
+
+Because of the rounding in (b), the constructor accepts only the ``p`` that (b) can represent:
+``p == 0``, or ``1/65536 < p < 1 - 1/65536``. A smaller positive ``p`` would round to 0 (nothing
+dropped) and a larger one to 1 (everything dropped); both raise ``ValueError`` on every device, so
+a model behaves the same wherever it runs.
 """
+
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+LEVELS = 32768                                             # 2^15 values of a 15-bit uniform
+
 
 class Dropout(nn.Module):
     def __init__(self, p: float = 0.1):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be a number in [0, 1), got {p!r}; "
+                             f"use 0 for no dropout")
+        threshold = round(p * LEVELS)                      # keep when a 15-bit uniform u >= this
+        if p > 0 and threshold == 0:
+            raise ValueError(f"dropout probability {p!r} is at most 1/65536 and would round to 0 on the CPU "
+                             f"(p is rounded to a multiple of 1/32768), dropping nothing; use p = 0 for "
+                             f"no dropout, or 1/65536 < p < 1 - 1/65536 (the smallest is 1/32768 ≈ 3.05e-05)")
+        if threshold == LEVELS:
+            raise ValueError(f"dropout probability {p!r} is at least 1 - 1/65536 and would round to 1 on the "
+                             f"CPU (p is rounded to a multiple of 1/32768), dropping everything; use "
+                             f"1/65536 < p < 1 - 1/65536 (the largest is 32767/32768 ≈ 0.99997)")
         self.p = p
-        self.threshold = round(p * 32768)                  # keep when a 15-bit uniform u >= this
-        self.scale = 1.0 / (1.0 - self.threshold / 32768)
+        self.threshold = threshold
+        self.scale = 1.0 / (1.0 - self.threshold / LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
