@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
-from scratchmlm.train import Trainer
+from scratchmlm.trainer import Trainer
 
 VARIANTS = {
     "seed": {},

@@ -2,7 +2,7 @@
 
 For scratchmlm's written-out ``TransformerMLM`` and, in the same run, an equally sized model built
 from ``torch.nn.TransformerEncoderLayer`` (``torch_reference.py``), it times the real training step
-(``scratchmlm.train.train_step``: masking, forward, loss, backward, clipping, Adam, Noam) and prints
+(``scratchmlm.step.train_step``: masking, forward, loss, backward, clipping, Adam, Noam) and prints
 
 * tokens/s and ms/step (median over interleaved rounds, so a noisy machine hurts both alike),
 * model FLOPs utilisation: tokens/s x training FLOPs per token / a measured fp32 matmul peak, with
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from scratchmlm import BertMasker, CharTokenizer, NoamScheduler, TransformerMLM  # noqa: E402
-from scratchmlm.train import train_step  # noqa: E402
+from scratchmlm.step import train_step  # noqa: E402
 
 SEED = dict(d_model=128, num_heads=8, num_layers=6, d_ff=256, seq_len=32, batch_size=64, vocab_size=68)
 

@@ -7,11 +7,16 @@ from .batches import FrozenValidationSet, evenly_spaced_windows, fingerprint, ra
 from .config import ModelConfig, RunConfig, TrainConfig
 from .corpus import load_text, read_text, split_text, tiny_shakespeare_path
 from .errors import ScratchMLMError
+from .evaluate import EvalResult, eval_mode, evaluate
 from .masking import IGNORE_INDEX, BertMasker, MaskedBatch
 from .model import (Dropout, Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
                     TransformerMLM)
 from .noam import NoamScheduler, noam_lr
+from .run_dir import load_run
+from .sample import fill_mask, fill_prompts
+from .step import StepResult, masked_cross_entropy, train_step
 from .tokenizer import CharTokenizer
+from .trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -24,5 +29,7 @@ __all__ = [
     "Dropout", "Embeddings", "MultiHeadAttention", "FeedForward", "EncoderLayer", "Encoder", "Generator",
     "TransformerMLM",
     "noam_lr", "NoamScheduler",
+    "masked_cross_entropy", "train_step", "StepResult", "Trainer",
+    "evaluate", "EvalResult", "eval_mode", "fill_mask", "fill_prompts", "load_run",
     "ModelConfig", "TrainConfig", "RunConfig",
 ]

@@ -2,7 +2,7 @@
 
 Training batches are ``batch_size`` windows of ``seq_len`` consecutive token ids, each starting at
 an independently drawn random offset: ``[batch, seq]``, built directly on the device of the token
-tensor with an explicit generator.
+tensor with an explicit ``torch.Generator`` (``rng``).
 
 The validation set is frozen: fixed, evenly spaced, non-overlapping windows of the validation
 split, masked once with a fixed seed on the CPU. Its sha256 fingerprint (over inputs, labels and
@@ -26,14 +26,14 @@ VALIDATION_WINDOWS = 1024
 
 
 def random_windows(tokens: torch.Tensor, batch_size: int, seq_len: int,
-                   generator: torch.Generator) -> torch.Tensor:
+                   rng: torch.Generator) -> torch.Tensor:
     """``batch_size`` random windows ``[batch, seq]`` of the 1-D ``tokens``, on ``tokens.device``."""
     if tokens.dim() != 1:
         raise ScratchMLMError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}.")
     if len(tokens) < seq_len:
         raise ScratchMLMError(f"The token stream ({len(tokens)}) is shorter than one window ({seq_len}).")
     starts = torch.randint(0, len(tokens) - seq_len + 1, (batch_size, 1),
-                           generator=generator, device=tokens.device)          # [batch, 1]
+                           generator=rng, device=tokens.device)          # [batch, 1]
     offsets = torch.arange(seq_len, device=tokens.device)                         # [seq]
     return tokens[starts + offsets]                                               # [batch, seq]
 

@@ -1,8 +1,11 @@
 """The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot``.
 
 Every ``ModelConfig`` / ``TrainConfig`` field is a flag of ``train`` (``--d-model 256``,
-``--steps 500``, ...), on top of an optional ``--config file.json``. Errors the user can fix are
-printed as one line (``scratchmlm: error: ...``) with exit status 2, never as a traceback.
+``--steps 500``, ...), on top of an optional ``--config file.json``.
+
+Every failure is one line on stderr (``scratchmlm: error: ...``), never a traceback: exit status 2
+for input the user can fix, 1 for the machine (disk full, out of memory). A run stopped by Ctrl-C
+or SIGTERM saves itself and exits with 130 or 143, as shells expect.
 """
 
 from __future__ import annotations
@@ -15,29 +18,7 @@ from pathlib import Path
 
 from .config import ModelConfig, RunConfig, TrainConfig
 from .errors import ScratchMLMError
-
-HELP = {
-    "data": "corpus: 'tinyshakespeare' (downloaded and verified) or the path of any UTF-8 text file",
-    "steps": "optimizer steps to train for (a resumed run continues up to this number)",
-    "device": "auto | cpu | cuda",
-    "seed": "one seed for initialisation, batches, masking and dropout",
-    "fused_attention": "use torch's fused attention kernel (same math as the written-out one)",
-    "early_stopping_patience": "stop after this many evaluations without a better validation loss (0: off)",
-    "norm_first": "pre-norm (true) or post-norm (false) encoder layers",
-    "warmup": "Noam warm-up steps: the learning rate peaks at factor * (d_model * warmup)^-0.5",
-    "noam_factor": "scales the whole Noam schedule",
-    "select_prob": "share of positions the masker selects for prediction",
-    "mask_token_prob": "of the selected, the share shown as [MASK]",
-    "random_token_prob": "of the selected, the share replaced by a random character (the rest stay unchanged)",
-    "clip_norm": "clip the global gradient norm to this",
-    "eval_every": "evaluate on the frozen validation set and checkpoint every N steps",
-    "sample_every": "write samples every N steps",
-    "log_every": "log training loss/accuracy/lr/grad-norm to metrics.jsonl every N steps",
-    "valid_windows": "number of fixed validation windows",
-    "max_len": "longest sequence the position table covers (at least --seq-len)",
-    "positional": "sinusoidal or learned",
-    "activation": "gelu or relu",
-}
+from .interrupt import SIGNAL_NAMES
 
 
 def _parse_bool(text: str) -> bool:
@@ -49,23 +30,28 @@ def _parse_bool(text: str) -> bool:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title: str) -> None:
-    group = parser.add_argument_group(group_title)
+    """One flag per field of ``config_class``, with the field's help text and choices."""
+    group = parser.add_argument_group(f"{group_title} settings")
     for field in dataclasses.fields(config_class):
         if field.name == "vocab_size":
             continue  # always taken from the data
-        kind = _parse_bool if field.type in ("bool", bool) else {"int": int, "float": float}.get(field.type, str)
+        kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}[field.type]
+        choices = field.metadata.get("choices")
         group.add_argument("--" + field.name.replace("_", "-"), dest=f"{group_title}.{field.name}",
-                           type=kind, default=None,
-                           metavar={"bool": "BOOL", "int": "N", "float": "X"}.get(field.type, "TEXT"),
-                           help=f"{HELP.get(field.name, '')} (default: {field.default})".strip())
+                           type=kind, default=None, choices=choices,
+                           metavar=None if choices else {"bool": "BOOL", "int": "N", "float": "X"}.get(field.type, "TEXT"),
+                           help=f"{field.metadata['help']} (default: {field.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="scratchmlm",
         description="A from-scratch BERT-style masked language model, trained character by character.",
         epilog="Example: scratchmlm train --steps 300 --run-dir runs/quick && "
                "scratchmlm sample runs/quick")
+    parser.add_argument("--version", action="version", version=f"scratchmlm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model (the seed configuration by default)",
@@ -76,15 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help='JSON file {"model": {...}, "train": {...}}; flags override it')
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir exactly where its last checkpoint left off")
-    train.add_argument("--color", default="auto", choices=["auto", "always", "never"])
+    train.add_argument("--color", default="auto", choices=["auto", "always", "never"],
+                       help="colour the samples: auto = only on a terminal without NO_COLOR (default: auto)")
     _add_config_flags(train, TrainConfig, "train")
     _add_config_flags(train, ModelConfig, "model")
 
     def with_run(name, help_text):
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument("run", type=Path, help="a run directory written by 'scratchmlm train'")
-        command.add_argument("--checkpoint", default="best", choices=["best", "last"])
-        command.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
+        command.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                             help="best = lowest validation loss, last = the newest (default: best)")
+        command.add_argument("--device", default="auto",
+                             help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N (default: auto)")
         return command
 
     evaluate = with_run("evaluate", "score a run on the frozen validation set, beside the baselines")
@@ -93,16 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     sample = with_run("sample", "fill masked validation lines (or your prompts) and colour them by correctness")
     sample.add_argument("--prompt", action="append", default=None,
                         help="your own prompt (repeatable); a literal [MASK] marks what to fill")
-    sample.add_argument("--count", type=int, default=8, help="number of validation prompts (default 8)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--color", default="auto", choices=["auto", "always", "never"])
+    sample.add_argument("--count", type=int, default=8, metavar="N",
+                        help="number of validation prompts (default: 8)")
+    sample.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the prompt choice and the masks (default: 0)")
+    sample.add_argument("--color", default="auto", choices=["auto", "always", "never"],
+                        help="auto = only on a terminal without NO_COLOR (default: auto)")
     fill = with_run("fill-mask", "top-k characters with probabilities for every [MASK] in TEXT")
     fill.add_argument("text", help='e.g. "To be, or not to b[MASK]"')
-    fill.add_argument("--top-k", type=int, default=5)
+    fill.add_argument("--top-k", type=int, default=5, metavar="K",
+                      help="candidates shown per [MASK] (default: 5)")
     plot = with_run("plot", "write loss/accuracy/lr/grad-norm curves, the Noam curve and an attention map")
     plot.add_argument("--prompt", default=None, help="text for the attention map (default: a validation line)")
-    plot.add_argument("--layer", type=int, default=0)
-    plot.add_argument("--head", type=int, default=0)
+    plot.add_argument("--layer", type=int, default=0, metavar="L",
+                      help="encoder layer of the attention map, from 0 (default: 0)")
+    plot.add_argument("--head", type=int, default=0, metavar="H",
+                      help="attention head of the attention map, from 0 (default: 0)")
     return parser
 
 
@@ -118,19 +113,28 @@ def _run_config(args) -> tuple[RunConfig, dict]:
     return config, overrides
 
 
-def cmd_train(args) -> int:
-    from .train import Trainer
+def _new_run_dir() -> Path:
+    """``runs/<date-time>``, with a suffix when another run started in the same second."""
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
 
-    run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+def cmd_train(args) -> int:
+    from .trainer import Trainer
+
     if args.resume:
         if args.run_dir is None:
             raise ScratchMLMError("--resume needs --run-dir, the run to continue.")
         if args.config:
             raise ScratchMLMError("--config cannot be combined with --resume: a resumed run keeps the "
                                   "configuration in its config.json.")
-        if not (run_dir / "config.json").is_file():
-            raise ScratchMLMError(f"Cannot resume: {run_dir} has no config.json.")
-        config = RunConfig.load(run_dir / "config.json")
+        if not (args.run_dir / "config.json").is_file():
+            raise ScratchMLMError(f"Cannot resume: {args.run_dir} has no config.json.")
+        config = RunConfig.load(args.run_dir / "config.json")
         _, overrides = _run_config(args)
         changed = sorted(k for k in overrides if k != "train.steps")
         if changed:
@@ -139,38 +143,45 @@ def cmd_train(args) -> int:
         config.train.steps = overrides.get("train.steps", config.train.steps)
     else:
         config, _ = _run_config(args)
+    run_dir = args.run_dir or _new_run_dir()
     trainer = Trainer(config, run_dir, resume=args.resume)
     if args.resume:
-        config.save(run_dir / "config.json")
+        trainer.config.save(run_dir / "config.json")    # the new --steps
     print(f"scratchmlm: training {trainer.model.num_parameters():,} parameters on "
-          f"{trainer.device} for {config.train.steps} steps -> {run_dir}", file=sys.stderr)
+          f"{trainer.device} for {trainer.config.train.steps} steps -> {run_dir}", file=sys.stderr)
     result = trainer.train()
     print()
     print(trainer.samples(count=6).render(args.color))
     if result:
-        print(f"\nstep {trainer.step}: validation top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f}, "
+        mask = result["by_kind"]["mask"]["top1"]
+        print(f"\nstep {result['step']}: validation top-1 {result['top1']:.3f} "
+              f"([MASK] positions {mask:.3f}), top-5 {result['top5']:.3f}, "
               f"cross-entropy {result['loss']:.3f} (fingerprint {result['fingerprint'][:12]})")
     print(f"run directory: {run_dir}")
+    if trainer.stopped_by is not None:
+        last_eval = "none yet" if trainer.last_eval_step is None else f"at step {trainer.last_eval_step}"
+        print(f"scratchmlm: stopped at step {trainer.step} by {SIGNAL_NAMES[trainer.stopped_by]}; last "
+              f"evaluation {last_eval}; checkpoints/last.pt holds step {trainer.step} "
+              f"(continue with --resume)", file=sys.stderr)
+        return 128 + int(trainer.stopped_by)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import bigram_infill_baseline, evaluate, pseudo_perplexity, unigram_baseline
-    from .train import RunData, load_run
+    from .build import RunData
+    from .evaluate import evaluate, pseudo_perplexity
+    from .run_dir import load_run
 
     model, tokenizer, config, state = load_run(args.run, args.checkpoint, args.device)
     data = RunData.prepare(config.train, tokenizer=tokenizer)
-    if data.valid.fingerprint != state["valid_fingerprint"]:
+    if data.valid.fingerprint != state.get("valid_fingerprint"):
         raise ScratchMLMError("The data gives a different validation set than the run was trained "
                               "with; evaluate with the same data file.")
-    valid = data.valid
-    result = evaluate(model, valid)
+    result = evaluate(model, data.valid)
     result.name = f"model @{state['step']}"
-    print(f"validation set: {len(valid)} windows x {config.train.seq_len}, "
-          f"{result.overall.count} scored positions, fingerprint {valid.fingerprint}")
-    for line in (result,
-                 bigram_infill_baseline(data.train_ids, valid, tokenizer.vocab_size, tokenizer.mask_id),
-                 unigram_baseline(data.train_ids, valid, tokenizer.vocab_size)):
+    print(f"validation set: {len(data.valid)} windows x {config.train.seq_len}, "
+          f"{result.overall.count} scored positions, fingerprint {data.valid.fingerprint}")
+    for line in [result, *data.baselines()]:
         print(line.summary())
     text = args.text if args.text is not None else data.valid_text[:1000]
     what = "the text" if args.text is not None else "the first 1000 validation characters"
@@ -182,28 +193,32 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _validation_prompts(config: RunConfig, count: int, rng) -> list[str]:
+    from .corpus import load_text, split_text
+    from .sample import validation_prompts
+
+    valid_text = split_text(load_text(config.train.data), config.train.seq_len).valid
+    return validation_prompts(valid_text, count, config.train.seq_len, rng)
+
+
 def cmd_sample(args) -> int:
     import torch
 
-    from .corpus import load_text, split_text
     from .masking import BertMasker
-    from .sample import fill_prompts, validation_prompts
-    from .train import load_run
+    from .run_dir import load_run
+    from .sample import fill_prompts
 
     model, tokenizer, config, _ = load_run(args.run, args.checkpoint, args.device)
-    generator = torch.Generator().manual_seed(args.seed)
-    prompts = args.prompt
-    if not prompts:
-        valid_text = split_text(load_text(config.train.data), config.train.seq_len).valid
-        prompts = validation_prompts(valid_text, args.count, config.train.seq_len, generator)
+    rng = torch.Generator().manual_seed(args.seed)
+    prompts = args.prompt or _validation_prompts(config, args.count, rng)
     masker = BertMasker.from_config(tokenizer, config.train)
-    print(fill_prompts(model, tokenizer, prompts, masker, generator).render(args.color))
+    print(fill_prompts(model, tokenizer, prompts, masker, rng).render(args.color))
     return 0
 
 
 def cmd_fill_mask(args) -> int:
+    from .run_dir import load_run
     from .sample import fill_mask, format_fill_mask
-    from .train import load_run
 
     model, tokenizer, _, _ = load_run(args.run, args.checkpoint, args.device)
     print(format_fill_mask(args.text, fill_mask(model, tokenizer, args.text, args.top_k)))
@@ -211,34 +226,31 @@ def cmd_fill_mask(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    """Curves from metrics.jsonl alone; the attention map only once a checkpoint exists."""
     import torch
 
-    from .corpus import load_text, split_text
-    from .plots import plot_attention, plot_noam, plot_training_curves
-    from .sample import encode_prompt, validation_prompts
-    from .train import load_run, read_metrics
+    from .plots import plot_attention_of_text, plot_noam, plot_training_curves
+    from .run_dir import RunDirectory, load_run, read_metrics
 
-    records = read_metrics(args.run / "metrics.jsonl")
-    model, tokenizer, config, _ = load_run(args.run, args.checkpoint, args.device)
-    if not (0 <= args.layer < config.model.num_layers and 0 <= args.head < config.model.num_heads):
-        raise ScratchMLMError(f"--layer must be in 0..{config.model.num_layers - 1} and --head in "
-                              f"0..{config.model.num_heads - 1}.")
-    out = args.run / "plots"
-    plot_training_curves(records, out / "curves.png")
+    run = RunDirectory(args.run)
+    config = RunConfig.load(run.config) if run.config.is_file() else None
+    if config is None:
+        raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")
+    written = []
+    records = read_metrics(run.metrics)
+    if any(r["type"] == "train" for r in records):
+        plot_training_curves(records, run.plots / "curves.png")
+        written.append(run.plots / "curves.png")
     plot_noam(config.model.d_model, config.train.warmup, config.train.noam_factor,
-              max(config.train.steps, 2 * config.train.warmup), out / "noam.png")
-    written = [out / "curves.png", out / "noam.png"]
-    prompt = args.prompt
-    if prompt is None:
-        valid = split_text(load_text(config.train.data), config.train.seq_len).valid
-        prompt = validation_prompts(valid, 1, config.train.seq_len, torch.Generator().manual_seed(0))[0]
-    ids = encode_prompt(tokenizer, model, prompt)
-    with torch.no_grad():
-        _, attention = model(ids[None].to(next(model.parameters()).device), return_attention=True)
-    tokens = [tokenizer.vocab[i] for i in ids.tolist()]
-    plot_attention(attention[args.layer][0, args.head].cpu(), tokens, out / "attention.png",
-                   title=f"layer {args.layer}, head {args.head}")
-    written.append(out / "attention.png")
+              max(config.train.steps, 2 * config.train.warmup), run.plots / "noam.png")
+    written.append(run.plots / "noam.png")
+    if run.checkpoint(args.checkpoint).is_file():
+        model, tokenizer, config, _ = load_run(run.path, args.checkpoint, args.device)
+        prompt = args.prompt or _validation_prompts(config, 1, torch.Generator().manual_seed(0))[0]
+        plot_attention_of_text(model, tokenizer, prompt, args.layer, args.head, run.plots / "attention.png")
+        written.append(run.plots / "attention.png")
+    else:
+        print(f"scratchmlm: no checkpoints/{args.checkpoint}.pt yet, so no attention map", file=sys.stderr)
     print("\n".join(str(path) for path in written))
     return 0
 
@@ -248,15 +260,32 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr and a non-zero exit status."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ScratchMLMError as error:
-        print(f"scratchmlm: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error), 2)
     except KeyboardInterrupt:
         print("scratchmlm: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:        # disk full, file too large, permission denied, ...
+        where = f" ({error.filename})" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}. Files written before this error are kept.", 1)
+    except MemoryError:
+        return _fail("out of memory: lower --batch-size, --seq-len or the model size.", 1)
+    except RecursionError:
+        return _fail("an input file is nested too deeply to be read.", 2)
+    except RuntimeError as error:   # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
+        if "allocate" not in str(error) and "out of memory" not in str(error):
+            raise
+        return _fail(f"out of memory ({str(error).splitlines()[0][:160]}): lower --batch-size, "
+                     f"--seq-len or the model size.", 1)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"scratchmlm: error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 ``ModelConfig`` describes the network; ``TrainConfig`` everything about a training run (data,
 masking, optimiser, schedule, logging). A run directory stores both in ``config.json``.
+
+Each field carries its own help text (and, for a setting with a fixed set of values, its
+``choices``) in ``metadata``; the command line builds one flag per field from them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,83 +19,100 @@ from pathlib import Path
 from .errors import ScratchMLMError
 
 
+def setting(default, help: str, choices: tuple | None = None):
+    """A dataclass field with its help text (and allowed values) attached."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class ModelConfig:
-    vocab_size: int = 68            # set from the tokenizer; 68 for Tiny Shakespeare (65 chars + 3)
-    d_model: int = 128
-    num_heads: int = 8
-    num_layers: int = 6
-    d_ff: int = 256
-    max_len: int = 32               # longest sequence the position table covers
-    dropout: float = 0.1
-    norm_first: bool = True         # pre-norm; False gives the original post-norm
-    activation: str = "gelu"        # or "relu"
-    positional: str = "sinusoidal"  # or "learned"
-    init_std: float = 0.02
+    vocab_size: int = setting(68, "number of token ids; always taken from the tokenizer (68 for Tiny "
+                                  "Shakespeare: 65 characters + [PAD] [MASK] [UNK])")
+    d_model: int = setting(128, "width of every hidden vector (divisible by --num-heads)")
+    num_heads: int = setting(8, "attention heads per layer; each gets d_model / num_heads dimensions")
+    num_layers: int = setting(6, "number of encoder layers")
+    d_ff: int = setting(256, "hidden width of the position-wise feed-forward network")
+    max_len: int = setting(32, "longest sequence the position table covers (at least --seq-len)")
+    dropout: float = setting(0.1, "dropout probability on embeddings, attention weights and sub-layer "
+                                  "outputs (0 turns it off)")
+    norm_first: bool = setting(True, "pre-norm (true) or the original post-norm (false) encoder layers")
+    activation: str = setting("gelu", "feed-forward activation", ("gelu", "relu"))
+    positional: str = setting("sinusoidal", "position signal: a fixed sinusoid table or a learned one",
+                              ("sinusoidal", "learned"))
+    init_std: float = setting(0.02, "standard deviation of the initial linear weights (biases start at 0)")
 
     def validate(self) -> "ModelConfig":
-        positive = ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_len")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ScratchMLMError(f"{name} must be a positive integer, got {value!r}.")
+        check_types(self, "model")
+        for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ScratchMLMError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if self.d_model % self.num_heads:
             raise ScratchMLMError(
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}): each head "
                 f"gets d_model / num_heads dimensions. Try --num-heads "
-                f"{max(h for h in range(1, self.num_heads + 1) if self.d_model % h == 0)}."
+                f"{max(h for h in range(1, min(self.num_heads, self.d_model) + 1) if self.d_model % h == 0)}."
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ScratchMLMError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.activation not in ("gelu", "relu"):
-            raise ScratchMLMError(f"activation must be 'gelu' or 'relu', got {self.activation!r}.")
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ScratchMLMError(f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}.")
+        if not (self.dropout == 0.0 or 1 / 65536 < self.dropout < 1 - 1 / 65536):
+            raise ScratchMLMError(f"dropout must be 0 or between 1/65536 and 1 - 1/65536 (the resolution of "
+                                  f"scratchmlm's Dropout), got {self.dropout}.")
+        if not self.init_std > 0:
+            raise ScratchMLMError(f"init_std must be positive, got {self.init_std}.")
         return self
 
 
 @dataclass
 class TrainConfig:
-    data: str = "tinyshakespeare"   # the corpus name, or a path to any UTF-8 text file
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda
-    steps: int = 6000
-    batch_size: int = 64
-    seq_len: int = 32
+    data: str = setting("tinyshakespeare", "corpus: 'tinyshakespeare' (downloaded and verified) or the "
+                                           "path of any UTF-8 text file")
+    seed: int = setting(0, "one seed for initialisation, batches, masking and dropout")
+    device: str = setting("auto", "auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
+    steps: int = setting(6000, "optimizer steps to train for (a resumed run continues up to this number)")
+    batch_size: int = setting(64, "windows per training batch")
+    seq_len: int = setting(32, "characters per window")
     # masking
-    select_prob: float = 0.15
-    mask_token_prob: float = 0.8
-    random_token_prob: float = 0.1
+    select_prob: float = setting(0.15, "share of positions the masker selects for prediction")
+    mask_token_prob: float = setting(0.8, "of the selected, the share shown as [MASK]")
+    random_token_prob: float = setting(0.1, "of the selected, the share replaced by a random real character "
+                                            "(the rest stay unchanged)")
     # optimiser and schedule
-    noam_factor: float = 1.0
-    warmup: int = 2000
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_eps: float = 1e-9
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
+    noam_factor: float = setting(1.0, "scales the whole Noam schedule: peak lr = factor * (d_model * warmup)^-0.5")
+    warmup: int = setting(2000, "Noam warm-up steps: the learning rate rises linearly to its peak at this step")
+    adam_beta1: float = setting(0.9, "Adam's decay rate of the gradient mean")
+    adam_beta2: float = setting(0.98, "Adam's decay rate of the squared-gradient mean")
+    adam_eps: float = setting(1e-9, "Adam's epsilon in the denominator")
+    weight_decay: float = setting(0.0, "L2 penalty added to the gradient by Adam (0: off)")
+    clip_norm: float = setting(1.0, "clip the global gradient norm to this before each step")
     # speed
-    fused_attention: bool = False   # True: torch's fused kernel, same math (slower on CPU with dropout)
+    fused_attention: bool = setting(False, "use torch's fused attention kernel (same math; slower on a CPU "
+                                           "with dropout)")
     # logging, evaluation, checkpoints
-    log_every: int = 50
-    eval_every: int = 500
-    sample_every: int = 1000
-    valid_windows: int = 1024
-    early_stopping_patience: int = 0    # evaluations without improvement before stopping; 0 = off
+    log_every: int = setting(50, "log training loss / accuracy / lr / gradient norm every N steps")
+    eval_every: int = setting(500, "evaluate on the frozen validation set and checkpoint every N steps")
+    sample_every: int = setting(1000, "write coloured samples every N steps")
+    valid_windows: int = setting(1024, "number of fixed validation windows")
+    early_stopping_patience: int = setting(0, "stop after this many evaluations without a better validation "
+                                              "loss (0: off)")
 
     def validate(self) -> "TrainConfig":
+        check_types(self, "train")
         for name in ("steps", "batch_size", "seq_len", "warmup", "log_every", "eval_every",
                      "sample_every", "valid_windows"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if value < 1:
                 raise ScratchMLMError(f"{name} must be a positive integer, got {value!r}.")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ScratchMLMError(f"device must be auto, cpu or cuda, got {self.device!r}.")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ScratchMLMError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.")
         if not 0 <= self.seed < 2 ** 32:
             raise ScratchMLMError(f"seed must be in 0 .. 2**32 - 1, got {self.seed}.")
         if not 0.0 < self.select_prob <= 1.0:
             raise ScratchMLMError(f"select_prob must be in (0, 1] (with 0 nothing is ever scored), "
                                   f"got {self.select_prob}.")
+        for name in ("mask_token_prob", "random_token_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ScratchMLMError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
+        if self.mask_token_prob + self.random_token_prob > 1.0 + 1e-12:
+            raise ScratchMLMError(f"mask_token_prob + random_token_prob must be at most 1 (the rest stays "
+                                  f"unchanged), got {self.mask_token_prob} + {self.random_token_prob}.")
         if not self.noam_factor > 0:
             raise ScratchMLMError(f"noam_factor must be positive (0 never moves the weights, a negative "
                                   f"one climbs the loss), got {self.noam_factor}.")
@@ -109,24 +130,57 @@ class TrainConfig:
         return self
 
 
+TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_types(config, what: str) -> None:
+    """Every field holds a value of its declared type (an int is accepted for a float), floats are
+    finite, and a field with ``choices`` holds one of them."""
+    for spec in dataclasses.fields(config):
+        value, kind = getattr(config, spec.name), TYPES[spec.type]
+        accepted = (int, float) if kind is float else kind
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
+            raise ScratchMLMError(f"{what} setting {spec.name} must be {TYPE_NAMES[kind]}, got {value!r}.")
+        if kind is float and not math.isfinite(value):
+            raise ScratchMLMError(f"{what} setting {spec.name} must be a finite number, got {value!r}.")
+        choices = spec.metadata.get("choices")
+        if choices and value not in choices:
+            raise ScratchMLMError(f"{what} setting {spec.name} must be one of {', '.join(choices)}, "
+                                  f"got {value!r}.")
+
+
+def read_json(path: str | Path, what: str):
+    """Parse a JSON file; a missing, unreadable, non-UTF-8, malformed or hostile one (nesting deep
+    enough to exhaust the recursion limit, integers too long to convert) is a ``ScratchMLMError``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScratchMLMError(f"The {what} file {path} does not exist.") from None
+    except OSError as error:
+        raise ScratchMLMError(f"The {what} file {path} cannot be read ({error.strerror}).") from None
+    except UnicodeDecodeError:
+        raise ScratchMLMError(f"The {what} file {path} is not UTF-8 text.") from None
+    except RecursionError:
+        raise ScratchMLMError(f"The {what} file {path} is nested too deeply to be a {what}.") from None
+    except ValueError as error:   # json.JSONDecodeError, or an integer with thousands of digits
+        raise ScratchMLMError(f"The {what} file {path} is not valid JSON: {str(error)[:200]}.") from None
+
+
 def _from_dict(cls, data: dict, what: str):
     if not isinstance(data, dict):
         raise ScratchMLMError(f"The {what} configuration must be a JSON object.")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
     if unknown:
         raise ScratchMLMError(f"Unknown {what} setting(s) {unknown}; known ones: {sorted(names)}.")
-    values = {}
-    for key, value in data.items():
-        default = getattr(cls(), key)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ScratchMLMError(f"{what} setting {key} must be true or false, got {value!r}.")
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(default) is not type(value):
-            raise ScratchMLMError(f"{what} setting {key} must be a {type(default).__name__}, got {value!r}.")
-        values[key] = value
-    return cls(**values)
+    config = cls(**data)
+    check_types(config, what)
+    for key, value in data.items():       # 1 in a float field is stored as 1.0
+        if isinstance(getattr(cls(), key), float):
+            setattr(config, key, float(value))
+    return config
 
 
 @dataclass
@@ -155,12 +209,4 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ScratchMLMError(f"Configuration file {path} does not exist.") from None
-        except OSError as error:
-            raise ScratchMLMError(f"Configuration file {path} cannot be read ({error.strerror}).") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ScratchMLMError(f"Configuration file {path} is not valid JSON: {error}.") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "configuration"))

@@ -110,33 +110,33 @@ class BertMasker:
                                  random_token_prob=train_config.random_token_prob)
 
     @torch.no_grad()
-    def __call__(self, ids: torch.Tensor, generator: torch.Generator) -> MaskedBatch:
-        """Mask ``ids`` ``[batch, seq]`` (any shape works) with randomness from ``generator``.
+    def __call__(self, ids: torch.Tensor, rng: torch.Generator) -> MaskedBatch:
+        """Mask ``ids`` ``[batch, seq]`` (any shape works) with randomness from ``rng``.
 
-        ``ids`` is never modified. Everything is computed on ``ids.device``; the generator must
+        ``ids`` is never modified. Everything is computed on ``ids.device``; ``rng`` must
         live on that device too.
         """
         if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
             raise ScratchMLMError("BertMasker expects an integer tensor of token ids, e.g. [batch, seq] int64.")
-        if not isinstance(generator, torch.Generator):
+        if not isinstance(rng, torch.Generator):
             raise ScratchMLMError("BertMasker needs an explicit torch.Generator, "
                                   "e.g. torch.Generator().manual_seed(0).")
-        if generator.device.type != ids.device.type:
+        if rng.device.type != ids.device.type:
             raise ScratchMLMError(
-                f"The generator is on {generator.device} but the ids are on {ids.device}; "
+                f"The random generator rng is on {rng.device} but the ids are on {ids.device}; "
                 f"create it with torch.Generator(device=ids.device)."
             )
         device = ids.device
         maskable = ~torch.isin(ids, self.never_select_ids.to(device))
-        selected = (torch.rand(ids.shape, generator=generator, device=device) < self.select_prob) & maskable
-        kind_draw = torch.rand(ids.shape, generator=generator, device=device)
+        selected = (torch.rand(ids.shape, generator=rng, device=device) < self.select_prob) & maskable
+        kind_draw = torch.rand(ids.shape, generator=rng, device=device)
         to_mask = selected & (kind_draw < self.mask_token_prob)
         to_randomise = selected & ~to_mask & (kind_draw < self.mask_token_prob + self.random_token_prob)
         unchanged = selected & ~to_mask & ~to_randomise
 
         replacements = self.replacement_ids.to(device)
         if replacements.numel():
-            which = torch.randint(len(replacements), ids.shape, generator=generator, device=device)
+            which = torch.randint(len(replacements), ids.shape, generator=rng, device=device)
             random_tokens = replacements[which].to(ids.dtype)
         else:
             random_tokens = ids

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from .errors import ScratchMLMError
+from .evaluate import eval_mode
 from .noam import noam_lr
-from .sample import visible
+from .sample import encode_prompt, visible
 
 PNG_DPI = 120
 FONT_SIZE = 9
@@ -207,3 +209,17 @@ def plot_attention(weights, tokens: list[str], path: str | Path | None = None,
 
     _save(figure, path)
     return figure
+
+
+@torch.no_grad()
+def plot_attention_of_text(model, tokenizer, text: str, layer: int = 0, head: int = 0,
+                           path: str | Path | None = None) -> Figure:
+    """Run ``model`` on ``text`` (eval mode) and draw the attention weights of one layer and head."""
+    ids = encode_prompt(tokenizer, model, text)
+    with eval_mode(model):
+        _, attention = model(ids[None].to(next(model.parameters()).device), return_attention=True)
+    num_layers, num_heads = len(attention), attention[0].shape[1]    # each [1, heads, seq, seq]
+    if not (0 <= layer < num_layers and 0 <= head < num_heads):
+        raise ScratchMLMError(f"--layer must be in 0..{num_layers - 1} and --head in 0..{num_heads - 1}.")
+    tokens = [tokenizer.vocab[i] for i in ids.tolist()]
+    return plot_attention(attention[layer][0, head], tokens, path, title=f"layer {layer}, head {head}")

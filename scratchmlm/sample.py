@@ -11,7 +11,7 @@ in brackets, ``w[i]``, and the summary line counts the correct fills. Fills at a
 typed by the user have no known answer and are shown in blue (``to_plain``: ``{x}``).
 
 ``fill_mask`` is the fill-mask pipeline: for each ``[MASK]`` of a text, the top-k characters with
-their probabilities.
+their probabilities and the filled-in text.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ScratchMLMError
+from .evaluate import eval_mode
 from .masking import BertMasker
 
 ANSI_DIM, ANSI_RESET = "\x1b[2m", "\x1b[0m"
@@ -128,7 +129,8 @@ def use_color(color: str = "auto", stream=None) -> bool:
     if color != "auto":
         return color == "always"
     stream = stream if stream is not None else sys.stdout
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+    no_color = os.environ.get("NO_COLOR", "") != ""     # no-color.org: set and not empty
+    return not no_color and hasattr(stream, "isatty") and stream.isatty()
 
 
 def encode_prompt(tokenizer, model, text: str) -> torch.Tensor:
@@ -144,34 +146,30 @@ def encode_prompt(tokenizer, model, text: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker,
-                 generator: torch.Generator) -> Samples:
+def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker, rng: torch.Generator) -> Samples:
     """Mask each prompt (a literal ``[MASK]`` stays a mask; a prompt without one is masked by
-    ``masker``) and let the model predict every selected position."""
-    was_training = model.training
-    model.eval()
+    ``masker`` with randomness from ``rng``) and let the model predict every selected position."""
     device = next(model.parameters()).device
     filled = []
-    for text in prompts:
-        ids = encode_prompt(tokenizer, model, text)
-        user_masks = ids == tokenizer.mask_id
-        if bool(user_masks.any()):
-            inputs, is_fill, expected = ids, user_masks, [None if m else tokenizer.vocab[i]
-                                                          for i, m in zip(ids.tolist(), user_masks.tolist())]
-        else:
-            masked = masker(ids[None], generator)
-            inputs, is_fill = masked.inputs[0], masked.selected[0]
-            expected = [tokenizer.vocab[i] for i in ids.tolist()]
-        logits = model(inputs[None].to(device))[0].float().cpu()                 # [seq, vocab]
-        logits[:, list(tokenizer.special_ids)] = float("-inf")                    # answers are real characters
-        predicted_ids = logits.argmax(-1)
-        predicted = [tokenizer.vocab[i] for i in predicted_ids.tolist()]
-        filled.append(FilledPrompt(expected, predicted, is_fill.tolist()))
-    model.train(was_training)
+    with eval_mode(model):
+        for text in prompts:
+            ids = encode_prompt(tokenizer, model, text)
+            user_masks = ids == tokenizer.mask_id
+            if bool(user_masks.any()):
+                inputs, is_fill = ids, user_masks
+                expected = [None if m else tokenizer.vocab[i] for i, m in zip(ids.tolist(), user_masks.tolist())]
+            else:
+                masked = masker(ids[None], rng)
+                inputs, is_fill = masked.inputs[0], masked.selected[0]
+                expected = [tokenizer.vocab[i] for i in ids.tolist()]
+            logits = model(inputs[None].to(device))[0].float().cpu()                 # [seq, vocab]
+            logits[:, list(tokenizer.special_ids)] = float("-inf")                    # answers are real characters
+            predicted = [tokenizer.vocab[i] for i in logits.argmax(-1).tolist()]
+            filled.append(FilledPrompt(expected, predicted, is_fill.tolist()))
     return Samples(filled)
 
 
-def validation_prompts(valid_text: str, count: int, length: int, generator: torch.Generator) -> list[str]:
+def validation_prompts(valid_text: str, count: int, length: int, rng: torch.Generator) -> list[str]:
     """``count`` prompts: lines of the validation text (at least 16 characters), cut to ``length``.
 
     A text without such lines (a word list, short verse) gives windows of ``length`` characters.
@@ -181,43 +179,58 @@ def validation_prompts(valid_text: str, count: int, length: int, generator: torc
     lines = [line[:length] for line in valid_text.split("\n") if len(line.strip()) >= 16]
     if not lines:
         lines = [valid_text[start:start + length] for start in range(0, max(len(valid_text) - length, 0) + 1, length)]
-    picks = torch.randint(len(lines), (count,), generator=generator).tolist()
+    picks = torch.randint(len(lines), (count,), generator=rng).tolist()
     return [lines[i] for i in picks]
+
+
+@dataclass
+class FillCandidate:
+    """One candidate for one ``[MASK]``: its probability, the token, and the text with it filled in
+    (other ``[MASK]``s left as they are), like Hugging Face's fill-mask pipeline."""
+
+    score: float
+    token: str
+    sequence: str
 
 
 @dataclass
 class MaskPrediction:
     position: int
-    candidates: list[tuple[str, float]]
+    candidates: list[FillCandidate]
 
 
 @torch.no_grad()
 def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPrediction]:
-    """For every ``[MASK]`` in ``text``, the ``top_k`` characters and their probabilities."""
-    if top_k < 1:
-        raise ScratchMLMError(f"--top-k must be at least 1, got {top_k}.")
+    """For every ``[MASK]`` in ``text``, the ``top_k`` real characters, most probable first.
+
+    All masks are predicted in one forward pass, each seeing the others as ``[MASK]``.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ScratchMLMError(f"--top-k must be an integer of at least 1, got {top_k!r}.")
     ids = encode_prompt(tokenizer, model, text)
     positions = (ids == tokenizer.mask_id).nonzero().flatten().tolist()
     if not positions:
         raise ScratchMLMError('The text has no [MASK] to fill; write e.g. "To be, or not to [MASK]e".')
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    probs = F.softmax(model(ids[None].to(device))[0].float(), dim=-1).cpu()   # [seq, vocab]
-    model.train(was_training)
+    with eval_mode(model):
+        probs = F.softmax(model(ids[None].to(device))[0].float(), dim=-1).cpu()   # [seq, vocab]
     probs[:, list(tokenizer.special_ids)] = 0.0   # only real characters are answers
     probs = probs / probs.sum(-1, keepdim=True)
     results = []
     for position in positions:
-        values, indices = probs[position].topk(min(top_k, tokenizer.vocab_size - 3))
-        results.append(MaskPrediction(position, [(tokenizer.vocab[i], v) for i, v in
-                                                 zip(indices.tolist(), values.tolist())]))
+        values, indices = probs[position].topk(min(top_k, tokenizer.vocab_size - len(tokenizer.special_ids)))
+        candidates = []
+        for token_id, score in zip(indices.tolist(), values.tolist()):
+            filled = ids.clone()
+            filled[position] = token_id
+            candidates.append(FillCandidate(score, tokenizer.vocab[token_id], tokenizer.decode(filled)))
+        results.append(MaskPrediction(position, candidates))
     return results
 
 
 def format_fill_mask(text: str, predictions: list[MaskPrediction]) -> str:
     lines = [text]
     for number, prediction in enumerate(predictions, 1):
-        options = "  ".join(f"{visible(char)!s} {p:.3f}" for char, p in prediction.candidates)
+        options = "  ".join(f"{visible(c.token)} {c.score:.3f}" for c in prediction.candidates)
         lines.append(f"[MASK] #{number} (position {prediction.position}): {options}")
     return "\n".join(lines)

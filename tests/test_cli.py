@@ -136,7 +136,8 @@ def test_error_checkpoint_with_another_vocabulary(trained_run, tmp_path):
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
     tokenizer = json.loads((copy / "tokenizer.json").read_text())
-    tokenizer["vocab"] = tokenizer["vocab"][:-1]
+    vocab = tokenizer["model"]["vocab"]
+    del vocab[max(vocab, key=vocab.get)]      # drop the last character
     (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
     assert_one_line_error(scratchmlm("sample", copy), "different vocabulary")
 
@@ -160,8 +161,10 @@ def test_error_loss_becomes_nan(tmp_path, corpus_text):
     result = scratchmlm("train", "--data", data, "--run-dir", run, "--steps", 200, "--warmup", 1,
                         "--noam-factor", "1e30", "--clip-norm", "1e30", "--log-every", 1, "--eval-every", 1,
                         *TINY_MODEL)
-    assert_one_line_error(result, "became nan at step 1", "no checkpoint had been written yet")
-    assert not (run / "checkpoints" / "last.pt").exists()   # the broken weights were not saved
+    assert_one_line_error(result, "became nan at step 1", "checkpoints/last.pt (step 0) is kept",
+                          "Start a new run with a lower --noam-factor")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)   # the broken weights were not saved
+    assert state["step"] == 0 and all(torch.isfinite(t).all() for t in state["model"].values())
     # (keeping an earlier good checkpoint is tested in test_train.py)
 
 
@@ -194,9 +197,14 @@ def test_config_file_and_flags(tmp_path):
     (["--noam-factor", "0"], "noam_factor must be positive"),
     (["--select-prob", "0"], "select_prob must be in (0, 1]"),
     (["--batch-size", "0"], "batch_size must be a positive integer"),
-    (["--device", "tpu"], "device must be auto, cpu or cuda"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
     (["--device", "cuda:abc"], "Unknown device"),
     (["--seq-len", "2000000"], "fewer than one window"),
+    (["--init-std", "nan"], "init_std must be a finite number"),
+    (["--init-std", "-1"], "init_std must be positive"),
+    (["--dropout", "1e-6"], "dropout must be 0 or between 1/65536"),
+    (["--d-model", "65536", "--num-heads", "1"], "GiB to train, more than this machine's"),
+    (["--batch-size", "100000000"], "GiB to train, more than this machine's"),
 ])
 def test_error_bad_training_settings(tmp_path, args, fragment):
     assert_one_line_error(scratchmlm("train", "--run-dir", tmp_path / "r", *args), fragment)
@@ -218,7 +226,7 @@ def test_error_resume_misuse(trained_run, tmp_path):
 
 def test_error_bad_sampling_arguments(trained_run, tmp_path):
     run, _ = trained_run
-    assert_one_line_error(scratchmlm("fill-mask", run, "ab[MASK]", "--top-k", 0), "--top-k must be at least 1")
+    assert_one_line_error(scratchmlm("fill-mask", run, "ab[MASK]", "--top-k", 0), "--top-k must be an integer of at least 1")
     assert_one_line_error(scratchmlm("sample", run, "--count", 0), "at least 1")
     assert_one_line_error(scratchmlm("sample", run, "--device", "foo"), "Unknown device")
     assert_one_line_error(scratchmlm("plot", run, "--layer", 7), "--layer must be in 0..1")
@@ -254,11 +262,83 @@ def test_ctrl_c_saves_the_run_and_it_resumes(tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    assert "interrupted" in stderr and "run directory:" in stdout
+    assert process.returncode == 130, stderr                # 128 + SIGINT, as shells expect
+    assert "Traceback" not in stderr and "run directory:" in stdout
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     logged = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert state["step"] >= 5 and logged[-1]["step"] == state["step"]   # nothing trained is lost
+    assert f"stopped at step {state['step']} by Ctrl-C; last evaluation none yet" in stderr
     result = scratchmlm("train", "--run-dir", run, "--resume", "--steps", state["step"] + 3, "--color", "never")
     assert result.returncode == 0, result.stderr
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == state["step"] + 3
+
+
+def test_version_and_every_flag_has_help():
+    from scratchmlm import __version__
+
+    result = scratchmlm("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"scratchmlm {__version__}"
+    from scratchmlm.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
+        devices = [a for a in command._actions if a.dest in ("device", "train.device")]
+        assert not devices or devices[0].default in ("auto", None), name
+    assert scratchmlm("train", "--activation", "tanh").returncode == 2      # choices are enforced
+
+
+def test_plot_draws_the_curves_of_a_run_without_a_checkpoint(trained_run, tmp_path):
+    run, _ = trained_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+    subprocess.run(["rm", "-r", str(copy / "checkpoints"), str(copy / "plots")], check=True)
+    result = scratchmlm("plot", copy)
+    assert result.returncode == 0, result.stderr
+    assert (copy / "plots" / "curves.png").is_file() and not (copy / "plots" / "attention.png").exists()
+    assert "no attention map" in result.stderr
+
+
+def test_a_relative_data_path_works_from_another_directory(tmp_path, corpus_text):
+    (tmp_path / "text.txt").write_text(corpus_text[:40_000])
+    result = scratchmlm("train", "--data", "text.txt", "--run-dir", "run", "--steps", 4, "--eval-every", 4,
+                        "--seq-len", 16, "--valid-windows", 32, "--color", "never", *TINY_MODEL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = scratchmlm("evaluate", "../run", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert "model @4" in result.stdout
+
+
+def test_a_file_size_limit_is_one_line_and_keeps_the_run(tmp_path):
+    """EFBIG (``ulimit -f``) while writing: one line, non-zero exit, no traceback."""
+    command = (f"ulimit -f 200; exec {sys.executable} -m scratchmlm train --run-dir {tmp_path / 'r'} "
+               f"--steps 20 --eval-every 10 --color never")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode in (1, 2), result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("scratchmlm: error: ") and "Traceback" not in result.stderr
+    assert "too large" in lines[-1].lower(), lines[-1]
+
+
+def test_evaluate_a_diverged_checkpoint(trained_run, tmp_path):
+    from scratchmlm.checkpoint import load_checkpoint, save_checkpoint
+
+    run, _ = trained_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+    state = load_checkpoint(copy / "checkpoints" / "best.pt")
+    state.pop("sha256", None)
+    state.pop("format_version", None)
+    state["model"] = {k: torch.full_like(v, float("inf")) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    save_checkpoint(state, copy / "checkpoints" / "best.pt")
+    result = scratchmlm("evaluate", copy)
+    assert result.returncode == 0, result.stderr
+    assert "model @" in result.stdout and "Traceback" not in result.stderr
+

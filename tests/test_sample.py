@@ -44,6 +44,8 @@ def test_colour_choice(monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     assert use_color("auto", Tty()) and not use_color("auto", io.StringIO())
     assert use_color("always", io.StringIO()) and not use_color("never", Tty())
+    monkeypatch.setenv("NO_COLOR", "")          # no-color.org: only a non-empty value disables colour
+    assert use_color("auto", Tty())
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_color("auto", Tty())
     assert example().render("auto", Tty()) == example().to_plain()
@@ -84,10 +86,13 @@ def test_fill_mask_gives_top_k_real_characters(little_model):
     predictions = fill_mask(model, tokenizer, "ab[MASK]d[MASK]", top_k=3)
     assert [p.position for p in predictions] == [2, 4]
     for prediction in predictions:
-        chars = [c for c, _ in prediction.candidates]
-        probs = [p for _, p in prediction.candidates]
+        chars = [c.token for c in prediction.candidates]
+        probs = [c.score for c in prediction.candidates]
         assert len(chars) == 3 and all(c in "abcdefgh " for c in chars)
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    first, second = predictions[0].candidates[0], predictions[1].candidates[0]
+    assert first.sequence == f"ab{first.token}d[MASK]"          # this mask filled, the other kept
+    assert second.sequence == f"ab[MASK]d{second.token}"
     assert "[MASK] #2 (position 4)" in format_fill_mask("ab[MASK]d[MASK]", predictions)
 
 

@@ -7,7 +7,9 @@ import torch
 
 from scratchmlm import BertMasker, CharTokenizer, NoamScheduler, ScratchMLMError, TransformerMLM, noam_lr
 from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
-from scratchmlm.train import Trainer, load_run, masked_cross_entropy, read_metrics, train_step
+from scratchmlm.run_dir import load_run, read_metrics
+from scratchmlm.step import masked_cross_entropy, train_step
+from scratchmlm.trainer import Trainer
 
 
 def small_config(**train_overrides) -> RunConfig:
@@ -161,7 +163,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_text
     trainer.model.generator.forward = poisoned
     with pytest.raises(ScratchMLMError, match="at step 23") as error:
         trainer.train()
-    assert "last good checkpoint" in str(error.value) and "(step 20)" in str(error.value)
+    assert "checkpoints/last.pt (step 20) is kept" in str(error.value)
+    assert "Start a new run with a lower --noam-factor" in str(error.value)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 20
     assert all(torch.isfinite(t).all() for t in state["model"].values())
@@ -178,3 +181,104 @@ def test_early_stopping(tmp_path, corpus_text):
     trainer.train()
     assert trainer.step == 20                      # evaluations at 5, 10 (best), 15, 20: stop
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["step"] == 10
+
+
+def test_train_step_gives_no_gradient_at_unselected_positions():
+    """dL/dlogits is exactly zero where the masker did not select, and non-zero where it did.
+
+    A step that scored ``ids`` instead of ``masked.labels`` (loss on every position) fails here.
+    """
+    model, optimizer, scheduler, masker, ids = _step_parts()
+    seen = {}
+
+    def keep_logits_gradient(module, inputs, logits):
+        logits.register_hook(lambda grad: seen.__setitem__("grad", grad.detach().clone()))
+
+    model.register_forward_hook(keep_logits_gradient)
+    train_step(model, ids, masker, torch.Generator().manual_seed(5), optimizer, scheduler, clip_norm=1.0)
+    selected = masker(ids, torch.Generator().manual_seed(5)).selected     # the same draws again
+    assert 0 < int(selected.sum()) < selected.numel()
+    grad = seen["grad"]                                                    # [batch, seq, vocab]
+    assert torch.all(grad[~selected] == 0)
+    assert torch.all(grad[selected].abs().sum(-1) > 0)
+
+
+def test_trainer_leaves_the_callers_config_alone(tmp_path, corpus_text):
+    config = small_config(steps=5)
+    config.model.max_len = 8                                  # shorter than seq_len 16
+    before = config.to_dict()
+    trainer = Trainer(config, tmp_path / "run", text=corpus_text[:60_000], progress=False)
+    assert config.to_dict() == before
+    assert trainer.config.model.max_len == 16 and trainer.config.model.vocab_size == trainer.data.tokenizer.vocab_size
+
+
+def test_a_run_directory_has_one_writer(tmp_path, corpus_text):
+    text = corpus_text[:60_000]
+    first = Trainer(small_config(steps=10), tmp_path / "run", text=text, progress=False)
+    with pytest.raises(ScratchMLMError, match="Another scratchmlm process .* is training in"):
+        Trainer(small_config(steps=20), tmp_path / "run", resume=True, text=text, progress=False)
+    with pytest.raises(ScratchMLMError, match="already exists"):
+        Trainer(small_config(steps=20), tmp_path / "run", text=text, progress=False)
+    first.train()                                                    # the lock ends with the run
+    Trainer(small_config(steps=20), tmp_path / "run", resume=True, text=text, progress=False).train()
+    steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "train"]
+    assert steps == [5, 10, 15, 20]
+
+
+def test_a_run_that_stops_before_its_first_evaluation_can_be_resumed(tmp_path, corpus_text):
+    text = corpus_text[:60_000]
+    Trainer(small_config(steps=40), tmp_path / "run", text=text, progress=False)   # then it "crashes"
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"] == 0
+    resumed = Trainer(small_config(steps=40), tmp_path / "run", resume=True, text=text, progress=False)
+    resumed.train()
+    straight = Trainer(small_config(steps=40), tmp_path / "straight", text=text, progress=False)
+    straight.train()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_swapped_tokenizer_or_changed_data(tmp_path, corpus_text):
+    text = corpus_text[:60_000]
+    Trainer(small_config(steps=5), tmp_path / "run", text=text, progress=False).train()
+    CharTokenizer.from_text(text + "€").save(tmp_path / "run" / "tokenizer.json")
+    with pytest.raises(ScratchMLMError, match="tokenizer.json does not match"):
+        Trainer(small_config(steps=10), tmp_path / "run", resume=True, text=text, progress=False)
+    Trainer(small_config(steps=5), tmp_path / "other", text=text, progress=False).train()
+    with pytest.raises(ScratchMLMError, match="data .* has changed since this run began"):
+        Trainer(small_config(steps=10), tmp_path / "other", resume=True, text=text[:-1] + "X", progress=False)
+
+
+def test_resume_refuses_damaged_metrics_and_a_mismatched_model(tmp_path, corpus_text):
+    text = corpus_text[:60_000]
+    run = tmp_path / "run"
+    Trainer(small_config(steps=5), run, text=text, progress=False).train()
+    metrics = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text('{"step": 3, "loss": 1.0}\n' + metrics)     # no "type"
+    with pytest.raises(ScratchMLMError, match="line 1: the record has no string 'type'"):
+        Trainer(small_config(steps=10), run, resume=True, text=text, progress=False)
+    (run / "metrics.jsonl").write_text(metrics)
+    bigger = small_config(steps=10)
+    bigger.model.d_model = 64
+    with pytest.raises(ScratchMLMError, match="does not fit the model in config.json"):
+        Trainer(bigger, run, resume=True, text=text, progress=False)
+
+
+def test_a_partial_logging_interval_is_marked(tmp_path, corpus_text):
+    Trainer(small_config(steps=12, log_every=5, eval_every=12), tmp_path / "run", text=corpus_text[:60_000],
+            progress=False).train()
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "train"]
+    assert [(r["step"], r["steps"], r["partial"]) for r in records] == [(5, 5, False), (10, 5, False), (12, 2, True)]
+
+
+def test_a_relative_data_path_is_stored_absolute(tmp_path, corpus_text, monkeypatch):
+    (tmp_path / "text.txt").write_text(corpus_text[:60_000])
+    monkeypatch.chdir(tmp_path)
+    config = small_config(steps=5)
+    config.train.data = "text.txt"
+    Trainer(config, tmp_path / "run", progress=False).train()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["data"]
+    assert saved == str(tmp_path / "text.txt")
+    provenance = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert provenance["data"] == saved and len(provenance["data_sha256"]) == 64
+    assert provenance["versions"]["torch"] == torch.__version__
+    assert config.train.data == "text.txt"

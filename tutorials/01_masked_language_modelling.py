@@ -56,8 +56,8 @@ train_ids = tokenizer.encode(split.train, parse_special=False)
 # ## 3. Random windows make a batch `[batch, seq]`
 
 # %%
-batch_generator = torch.Generator().manual_seed(1)
-batch = sm.random_windows(train_ids, batch_size=4, seq_len=32, generator=batch_generator)
+batch_rng = torch.Generator().manual_seed(1)
+batch = sm.random_windows(train_ids, batch_size=4, seq_len=32, rng=batch_rng)
 print(batch.shape)
 for row in batch:
     print(repr(tokenizer.decode(row)))
@@ -70,8 +70,8 @@ for row in batch:
 
 # %%
 masker = sm.BertMasker.for_tokenizer(tokenizer)
-mask_generator = torch.Generator().manual_seed(2)
-masked = masker(batch, mask_generator)
+mask_rng = torch.Generator().manual_seed(2)
+masked = masker(batch, mask_rng)
 print("model sees:", repr(tokenizer.decode(masked.inputs[0])))
 print("original:  ", repr(tokenizer.decode(batch[0])))
 print("selected:  ", masked.selected[0].int().tolist())
@@ -119,13 +119,11 @@ plot_noam(d_model=128, warmup=2000, steps=6000)
 # warm-up, so something is learnt in a minute:
 
 # %%
-from scratchmlm.train import train_step
-
 optimizer = torch.optim.Adam(model.parameters(), betas=(0.9, 0.98), eps=1e-9)
 scheduler = sm.NoamScheduler(optimizer, d_model=128, warmup=100, factor=2.0)
 for step in range(1, 151):
-    ids = sm.random_windows(train_ids, 64, 32, batch_generator)
-    result = train_step(model, ids, masker, mask_generator, optimizer, scheduler, clip_norm=1.0)
+    ids = sm.random_windows(train_ids, 64, 32, batch_rng)
+    result = sm.train_step(model, ids, masker, mask_rng, optimizer, scheduler, clip_norm=1.0)
     if step % 25 == 0:
         print(f"step {step:3d}  loss {result.loss.item():.3f}  "
               f"masked accuracy {int(result.num_correct) / int(result.num_scored):.3f}  lr {result.lr:.2e}")

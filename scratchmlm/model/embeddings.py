@@ -44,6 +44,7 @@ class Embeddings(nn.Module):
             raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {positional!r}")
         self.d_model = d_model
         self.max_len = max_len
+        self.vocab_size = vocab_size
         self.token = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.token.weight, std=d_model ** -0.5)
         if positional == "learned":
@@ -54,8 +55,14 @@ class Embeddings(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"ids must be an integer tensor [batch, seq], got {ids.dtype} {list(ids.shape)}")
         seq_len = ids.shape[1]
         if seq_len > self.max_len:
             raise ValueError(f"sequence length {seq_len} exceeds max_len {self.max_len} of the position table")
+        # On a GPU this check would wait for the device; there an id out of range fails in the kernel.
+        if ids.device.type == "cpu" and ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < self.vocab_size:
+            raise ValueError(f"ids must lie in 0..{self.vocab_size - 1} (the vocabulary), got "
+                             f"{int(ids.min())}..{int(ids.max())}")
         x = self.token(ids) * math.sqrt(self.d_model) + self.position[:seq_len]
         return self.dropout(x)

@@ -20,6 +20,12 @@ class TransformerMLM(nn.Module):
                  d_ff: int = 256, max_len: int = 32, dropout: float = 0.1, norm_first: bool = True,
                  activation: str = "gelu", positional: str = "sinusoidal", init_std: float = 0.02):
         super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("num_heads", num_heads),
+                            ("num_layers", num_layers), ("d_ff", d_ff), ("max_len", max_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not init_std > 0:
+            raise ValueError(f"init_std must be positive, got {init_std!r}")
         if d_model % num_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.vocab_size = vocab_size

@@ -1,0 +1,124 @@
+"""From a configuration to the objects a run needs: the device, the seeds, the data and the model.
+
+Data flows one way, and ``RunData.prepare`` follows it:
+
+    text -> split at int(0.9 * len) -> CharTokenizer -> train ids / valid ids -> BertMasker
+         -> frozen validation set (fixed windows, fixed masks, sha256 fingerprint)
+
+One ``seed`` gives four independent seeds (initialisation, batches, masking, dropout), so a run
+is reproducible and changing, say, the batch order leaves the initial weights alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .batches import FrozenValidationSet
+from .config import ModelConfig, TrainConfig
+from .corpus import load_text, split_text
+from .errors import ScratchMLMError
+from .evaluate import EvalResult, bigram_infill_baseline, unigram_baseline
+from .masking import BertMasker
+from .model import TransformerMLM
+from .tokenizer import CharTokenizer
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ScratchMLMError(f"Unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ScratchMLMError(f"Unsupported device {name!r}: use auto, cpu, cuda or cuda:N.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ScratchMLMError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU here; "
+                              f"use --device cpu (or auto).")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ScratchMLMError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPU(s).")
+    return device
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for initialisation, batches, masking and dropout, from one ``seed``."""
+    init, batches, masking, dropout = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+    return {"init": int(init >> np.uint64(1)), "batches": int(batches >> np.uint64(1)),
+            "masking": int(masking >> np.uint64(1)), "dropout": int(dropout >> np.uint64(1))}
+
+
+def build_model(model_config: ModelConfig, seed: int) -> TransformerMLM:
+    """A freshly initialised model; the global RNG is untouched (initialisation uses a fork)."""
+    model_config.validate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TransformerMLM(**vars(model_config))
+
+
+def training_memory_bytes(model_config: ModelConfig, train_config: TrainConfig) -> int:
+    """A rough upper estimate of the memory one training step needs, in bytes (float32).
+
+    Parameters, gradients and Adam's two moments: ``4 x params``. Activations kept for the
+    backward pass, per token and layer: about 16 vectors of ``d_model``, 3 of ``d_ff`` and 3
+    attention rows of ``heads x seq``; plus the logits (3 copies of ``vocab``).
+    """
+    m, t = model_config, train_config
+    d, layers = m.d_model, m.num_layers
+    params = (m.vocab_size * d + m.max_len * d + layers * (4 * d * d + 2 * d * m.d_ff + 10 * d)
+              + d * m.vocab_size)
+    per_token = layers * (16 * d + 3 * m.d_ff + 3 * m.num_heads * t.seq_len) + 3 * m.vocab_size
+    evaluation = t.valid_windows * t.seq_len * 4      # the frozen set's inputs, labels, kinds
+    return 4 * (4 * params + t.batch_size * t.seq_len * per_token) + 8 * evaluation
+
+
+def check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """Refuse sizes that cannot fit in this machine's memory, before anything is allocated."""
+    needed = training_memory_bytes(model_config, train_config)
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # not every platform reports it
+        return
+    if needed > available:
+        raise ScratchMLMError(
+            f"This configuration needs about {needed / 2 ** 30:,.1f} GiB to train, more than this "
+            f"machine's {available / 2 ** 30:,.1f} GiB: lower --batch-size, --seq-len, --d-model, "
+            f"--d-ff, --num-layers or --valid-windows.")
+
+
+@dataclass
+class RunData:
+    """Everything a run derives from its text: tokenizer, token streams, masker, validation set."""
+
+    tokenizer: CharTokenizer
+    train_ids: torch.Tensor
+    valid_text: str
+    masker: BertMasker
+    valid: FrozenValidationSet
+
+    @classmethod
+    def prepare(cls, train_config: TrainConfig, text: str | None = None,
+                tokenizer: CharTokenizer | None = None) -> "RunData":
+        """Load ``train_config.data`` (unless ``text`` is given) and derive everything from it.
+
+        A given ``tokenizer`` (a trained run's) is used as it is; otherwise the alphabet is the
+        text's.
+        """
+        text = load_text(train_config.data) if text is None else text
+        split = split_text(text, min_length=train_config.seq_len)
+        tokenizer = tokenizer or CharTokenizer.from_text(text)
+        train_ids = tokenizer.encode(split.train, parse_special=False)
+        valid_ids = tokenizer.encode(split.valid, parse_special=False)
+        masker = BertMasker.from_config(tokenizer, train_config)
+        valid = FrozenValidationSet.build(valid_ids, masker, train_config.seq_len, train_config.valid_windows)
+        return cls(tokenizer, train_ids, split.valid, masker, valid)
+
+    def baselines(self) -> list[EvalResult]:
+        """The bigram-infill and unigram baselines, scored on the same frozen masks as the model."""
+        vocab = self.tokenizer.vocab_size
+        return [bigram_infill_baseline(self.train_ids, self.valid, vocab, self.tokenizer.mask_id),
+                unigram_baseline(self.train_ids, self.valid, vocab)]

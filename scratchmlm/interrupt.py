@@ -1,0 +1,47 @@
+"""Stopping a loop politely: Ctrl-C (SIGINT) and SIGTERM ask it to stop instead of killing it.
+
+    with StopRequests() as stop:
+        while not stop.requested:
+            ...one step...
+
+Inside the ``with`` block the first Ctrl-C or SIGTERM only records the request (``requested``
+is then the signal number), so the loop can finish its step and save; a second Ctrl-C raises
+``KeyboardInterrupt`` at once. The previous handlers come back on exit. Signal handlers can only
+be installed in the main thread; elsewhere (a worker thread) the block does nothing special.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Callable
+
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class StopRequests:
+    def __init__(self, announce: Callable[[str], None] | None = None):
+        """``announce(message)`` is called once when the first request arrives (default: stderr)."""
+        self.requested: int | None = None
+        self._announce = announce or (lambda message: print(message, file=sys.stderr))
+        self._previous: dict[int, object] = {}
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:   # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        if self.requested is None:
+            self.requested = signum
+            self._announce(f"{SIGNAL_NAMES.get(signum, signum)} received: finishing this step and "
+                           f"saving checkpoints/last.pt (Ctrl-C again to quit at once)")
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNAL_NAMES:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

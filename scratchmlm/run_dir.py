@@ -1,0 +1,268 @@
+"""A run directory: everything one training run writes, and reading it back.
+
+    runs/seed/
+      config.json        the RunConfig (model + train), with the data path made absolute
+      run.json           provenance: the data's sha256 and the library versions that trained it
+      tokenizer.json     a Hugging Face tokenizer file (``tokenizers.Tokenizer.from_file`` loads it)
+      metrics.jsonl      one JSON record per line: baselines, training intervals, evaluations
+      checkpoints/       last.pt (full resume state; written at step 0 too) and best.pt
+      samples/ plots/    coloured samples (.txt, .html) and figures
+      .lock              held by the one process writing the run
+
+One writer per run: a run directory is created exclusively and locked (``flock``) while a
+process trains in it, so two ``train`` commands can never interleave their metrics or
+checkpoints. The lock disappears with its process, even after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .build import build_model, resolve_device
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import RunConfig, read_json
+from .errors import ScratchMLMError
+from .tokenizer import CharTokenizer
+
+CHECKPOINT_KEYS = {"step": int, "device_type": str, "config": dict, "vocab": list, "valid_fingerprint": str,
+                   "model": dict, "optimizer": dict, "scheduler": dict, "best_loss": float,
+                   "evals_without_improvement": int, "rng": dict}
+WEIGHT_KEYS = {"step": int, "vocab": list, "model": dict}
+
+# The fields each kind of metrics record must carry, and their types (None allowed for numbers).
+NUMBER = (int, float, type(None))
+RECORD_FIELDS = {
+    "train": {"loss": NUMBER, "accuracy": NUMBER, "lr": NUMBER, "grad_norm": NUMBER},
+    "eval": {"loss": NUMBER, "top1": NUMBER, "top5": NUMBER},
+    "baseline": {"name": str, "loss": NUMBER, "top1": NUMBER, "top5": NUMBER},
+}
+
+
+class RunDirectory:
+    """Paths of a run directory, its exclusive creation, and the writer's lock."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_file = None
+
+    config = property(lambda self: self.path / "config.json")
+    provenance = property(lambda self: self.path / "run.json")
+    tokenizer = property(lambda self: self.path / "tokenizer.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    samples = property(lambda self: self.path / "samples")
+    plots = property(lambda self: self.path / "plots")
+
+    def checkpoint(self, name: str) -> Path:
+        return self.path / "checkpoints" / f"{name}.pt"
+
+    # -- creating and locking -------------------------------------------------------------------
+    def check_new(self) -> None:
+        """Refuse a path that is a file or a directory that already holds something."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ScratchMLMError(f"--run-dir {self.path} is a file, not a directory.")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            raise ScratchMLMError(f"Run directory {self.path} already exists. Use --resume to continue "
+                                  f"that run, or choose another --run-dir.")
+
+    def create(self) -> None:
+        """Create the directory exclusively (an existing empty one is taken over) and lock it."""
+        self.check_new()
+        try:
+            self.path.mkdir(parents=True, exist_ok=self.path.is_dir())
+        except FileExistsError:
+            raise ScratchMLMError(f"Run directory {self.path} was just created by another process; "
+                                  f"choose another --run-dir.") from None
+        self.lock()
+        if any(p.name != ".lock" for p in self.path.iterdir()):   # another process got here first
+            self.unlock()
+            raise ScratchMLMError(f"Run directory {self.path} already exists. Use --resume to continue "
+                                  f"that run, or choose another --run-dir.")
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the run; a second writer gets a clear error."""
+        if self._lock_file is not None:
+            return
+        import fcntl
+
+        handle = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise ScratchMLMError(f"Another scratchmlm process{' (pid ' + holder + ')' if holder else ''} "
+                                      f"is training in {self.path}; wait for it to finish or stop it "
+                                      f"first.") from None
+            raise
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()      # closing the file releases the flock
+            self._lock_file = None
+
+    # -- provenance ------------------------------------------------------------------------------
+    def write_provenance(self, data: str, text: str) -> None:
+        """``run.json``: where the text came from, its sha256, and the versions that trained on it."""
+        import numpy
+        import tokenizers
+
+        from . import __version__
+
+        record = {"data": data, "data_sha256": text_sha256(text), "data_characters": len(text),
+                  "versions": {"scratchmlm": __version__, "python": platform.python_version(),
+                               "torch": torch.__version__, "numpy": numpy.__version__,
+                               "tokenizers": tokenizers.__version__}}
+        write_json_atomically(self.provenance, record)
+
+    def check_data(self, text: str) -> None:
+        """Refuse to continue on text that differs from the text the run began with."""
+        if not self.provenance.is_file():
+            return                       # a run written before run.json existed
+        record = read_json(self.provenance, "run.json")
+        expected = record.get("data_sha256") if isinstance(record, dict) else None
+        if expected is not None and expected != text_sha256(text):
+            raise ScratchMLMError(f"The data ({record.get('data')}) has changed since this run began: its "
+                                  f"sha256 is no longer the one in {self.provenance}. Continue with the "
+                                  f"original text, or start a new run.")
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_json_atomically(path: Path, data) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+# -- metrics.jsonl --------------------------------------------------------------------------------
+
+def _finite_or_none(value):
+    """JSON has no NaN or infinity: non-finite floats are written as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _clean(record):
+    if isinstance(record, dict):
+        return {key: _clean(value) for key, value in record.items()}
+    return _finite_or_none(record)
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, appended and flushed to disk as it happens."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps after ``step`` (a resumed run writes them again), atomically."""
+        kept = [r for r in read_metrics(self.path) if r["step"] <= step]
+        temporary = self.path.with_suffix(".tmp")
+        with open(temporary, "w") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in kept))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``, each checked: a JSON object with a string ``type``, an
+    integer ``step`` >= 0, and the fields its type needs. A last line cut short by a hard kill is
+    dropped (it never completed); any other bad line is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScratchMLMError(f"{path} does not exist: is this a scratchmlm run directory?")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScratchMLMError(f"{path} cannot be read ({getattr(error, 'strerror', None) or error}).") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            if number == len(lines):   # a record cut short by a hard kill: it never completed
+                break
+            raise ScratchMLMError(f"{path} line {number} is not valid JSON.") from None
+        problem = _record_problem(record)
+        if problem:
+            raise ScratchMLMError(f"{path} line {number}: {problem}. The file has been edited or damaged.")
+        records.append(record)
+    return records
+
+
+def _record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return "a record must be a JSON object"
+    if not isinstance(record.get("type"), str):
+        return "the record has no string 'type'"
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"'step' must be an integer >= 0, got {step!r}"
+    for name, kinds in RECORD_FIELDS.get(record["type"], {}).items():
+        value = record.get(name)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"a {record['type']} record needs '{name}' of type {kinds[0].__name__}, got {value!r}"
+    return None
+
+
+# -- reading a trained run back -------------------------------------------------------------------
+
+def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:
+    """``model.load_state_dict(weights)``, with a mismatch reported as the run's problem."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError) as error:
+        raise ScratchMLMError(f"{path} does not fit the model in config.json: "
+                              f"{str(error).strip().splitlines()[0][:300]}") from None
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """A trained model and its tokenizer from a run directory: ``(model, tokenizer, config, state)``.
+
+    The model is in eval mode on ``device``. ``checkpoint`` is ``best`` (lowest validation loss)
+    or ``last``; a run that has not been evaluated yet has only ``last``.
+    """
+    run = RunDirectory(run_dir)
+    if not run.config.is_file():
+        raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")
+    config = RunConfig.load(run.config)
+    config.model.validate()
+    tokenizer = CharTokenizer.load(run.tokenizer)
+    path = run.checkpoint(checkpoint)
+    if checkpoint == "best" and not path.is_file() and run.checkpoint("last").is_file():
+        raise ScratchMLMError(f"{run.path} has no best.pt yet (it has not been evaluated); "
+                              f"use --checkpoint last.")
+    state = load_checkpoint(path, required=WEIGHT_KEYS)
+    if state["vocab"] != tokenizer.vocab:
+        raise ScratchMLMError(f"{path} was saved with a different vocabulary than {run.tokenizer}.")
+    if config.model.vocab_size != tokenizer.vocab_size:
+        raise ScratchMLMError(f"{run.config} says vocab_size {config.model.vocab_size} but "
+                              f"{run.tokenizer} has {tokenizer.vocab_size} tokens.")
+    model = build_model(config.model, 0)
+    load_model_state(model, state["model"], path)
+    model.set_fused_attention(config.train.fused_attention)
+    return model.to(resolve_device(device)).eval(), tokenizer, config, state

@@ -1,0 +1,320 @@
+"""The Trainer: ``train_step`` in a loop, with evaluation, samples, checkpoints and metrics.
+
+``Trainer.train`` reads top to bottom:
+
+    while step < steps and nobody pressed Ctrl-C:
+        ids    = random_windows(train_ids, batch, seq, batch_rng)        [batch, seq]
+        result = train_step(model, ids, masker, mask_rng, optimizer, scheduler, clip_norm)
+        every log_every steps:   one metrics.jsonl record (a non-finite loss stops training)
+        every eval_every steps:  evaluate on the frozen validation set, save last.pt / best.pt
+        every sample_every steps: coloured samples into samples/
+
+Everything a run writes goes through its ``RunDirectory`` (``run_dir.py``); Ctrl-C and SIGTERM
+are handled by ``StopRequests`` (``interrupt.py``), so this loop carries no plumbing of either.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .batches import random_windows
+from .build import RunData, build_model, check_memory, derive_seeds, resolve_device
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import RunConfig
+from .corpus import TINY_SHAKESPEARE, load_text
+from .errors import ScratchMLMError
+from .evaluate import EvalResult, evaluate
+from .interrupt import StopRequests
+from .model import TransformerMLM
+from .noam import NoamScheduler
+from .plots import plot_noam, plot_training_curves
+from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, load_model_state, read_metrics
+from .sample import Samples, fill_prompts, validation_prompts
+from .step import StepResult, train_step
+from .tokenizer import CharTokenizer
+
+
+class Trainer:
+    """Trains a ``TransformerMLM`` as ``config`` describes, writing the run into ``run_dir``.
+
+    ``config`` is copied, never changed: the Trainer's own copy (``trainer.config``) takes the
+    vocabulary size from the data and widens ``max_len`` to ``seq_len`` if needed. ``text``
+    replaces the corpus file (for tests and notebooks); ``resume=True`` continues the run in
+    ``run_dir`` exactly where its ``last.pt`` left off.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False,
+                 text: str | None = None, progress: bool = True):
+        self.config = config = copy.deepcopy(config)
+        train = config.train.validate()
+        if train.data != TINY_SHAKESPEARE and text is None:   # the run must find its data from anywhere
+            train.data = str(Path(train.data).expanduser().resolve())
+        self.run = RunDirectory(run_dir)
+        self.progress = progress
+        self.device = resolve_device(train.device)
+        if resume:
+            if not self.run.checkpoint("last").is_file():
+                raise ScratchMLMError(f"Cannot resume: {self.run.path} has no checkpoints/last.pt.")
+            self.run.lock()
+            state = load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS)
+        else:
+            self.run.check_new()
+        text = load_text(train.data) if text is None else text
+        self.data = RunData.prepare(train, text)
+        config.model.vocab_size = self.data.tokenizer.vocab_size
+        config.model.max_len = max(config.model.max_len, train.seq_len)
+        check_memory(config.model, train)
+
+        seeds = derive_seeds(train.seed)
+        self.model: TransformerMLM = build_model(config.model, seeds["init"]).to(self.device)
+        self.model.set_fused_attention(train.fused_attention)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, weight_decay=train.weight_decay,
+                                          betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps)
+        self.scheduler = NoamScheduler(self.optimizer, config.model.d_model, train.warmup, train.noam_factor)
+        self.train_ids = self.data.train_ids.to(self.device)
+        self.valid = self.data.valid.to(self.device)
+        self.batch_rng = torch.Generator(device=self.device).manual_seed(seeds["batches"])
+        self.mask_rng = torch.Generator(device=self.device).manual_seed(seeds["masking"])
+        torch.manual_seed(seeds["dropout"])   # dropout draws from the global generator
+        self.step = 0
+        self.best_loss = math.inf
+        self.evals_without_improvement = 0
+        self.last_eval_step: int | None = None
+        self.last_saved_step: int | None = None
+        self.stopped_by: int | None = None     # the signal that stopped the last train(), if any
+        self.metrics = MetricsLog(self.run.metrics)
+
+        if resume:
+            self.run.check_data(text)
+            self._restore(state)
+            if train.steps <= self.step:
+                self.run.unlock()
+                raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps larger "
+                                      f"than {self.step} to train further.")
+            self.metrics.truncate_after(self.step)
+        else:
+            self.run.create()
+            config.save(self.run.config)
+            self.run.write_provenance(train.data, text)
+            self.data.tokenizer.save(self.run.tokenizer)
+            for baseline in self.data.baselines():
+                self.metrics.append({"type": "baseline", "name": baseline.name.split()[0], "step": 0,
+                                     **baseline.to_dict()})
+            self.save("last")   # step 0: a run that stops before its first evaluation can be resumed
+
+    # -- the loop --------------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Train to ``config.train.steps``; returns the last evaluation as a dict ({} if none).
+
+        Ctrl-C or SIGTERM finishes the current step, saves ``last.pt`` and returns, with the signal
+        in ``self.stopped_by``. A non-finite loss stops training with a ``ScratchMLMError`` naming
+        the step; the last good checkpoint is kept.
+        """
+        cfg = self.config.train
+        self.run.lock()
+        log, last_eval = IntervalLog(cfg.log_every), {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
+                   disable=True if not self.progress else None)   # None: TQDM_DISABLE=1 also silences it
+        try:
+            with StopRequests(announce=lambda message: bar.write(message, file=sys.stderr)) as stop:
+                self.model.train()
+                while self.step < cfg.steps and not stop.requested:
+                    started = time.perf_counter()
+                    ids = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.batch_rng)
+                    result = train_step(self.model, ids, self.data.masker, self.mask_rng,
+                                        self.optimizer, self.scheduler, cfg.clip_norm)
+                    self.step += 1
+                    log.add(self.step, result, ids.numel(), time.perf_counter() - started)
+                    bar.update(1)
+                    at_end = self.step == cfg.steps
+                    eval_due = self.step % cfg.eval_every == 0 or at_end
+                    if self.step % cfg.log_every == 0 or eval_due:   # never checkpoint unchecked steps
+                        self._write_log_record(log, bar)
+                    if eval_due:
+                        last_eval = self._evaluate_and_checkpoint()
+                        if self._should_stop_early():
+                            bar.write(f"early stopping at step {self.step}: no better validation loss in "
+                                      f"{cfg.early_stopping_patience} evaluations", file=sys.stderr)
+                            break
+                    if self.step % cfg.sample_every == 0 or at_end:
+                        self._write_samples()
+                if log.pending:                        # a partial interval, after Ctrl-C
+                    self._write_log_record(log, bar)
+                if self.last_saved_step != self.step:
+                    self.save("last")
+                self.stopped_by = stop.requested
+        finally:
+            bar.close()
+            self.run.unlock()
+        self.write_plots()
+        return last_eval
+
+    # -- pieces of the loop ------------------------------------------------------------------------
+    def _write_log_record(self, log: "IntervalLog", bar) -> None:
+        record, bad_step = log.flush()
+        if bad_step is not None:
+            self._stop_non_finite(f"The training loss or gradient norm became {record['loss']} / "
+                                  f"{record['grad_norm']}", bad_step)
+        self.metrics.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", lr=f"{record['lr']:.2e}")
+
+    def _stop_non_finite(self, what: str, step: int) -> None:
+        """Stop training: the weights can no longer be trusted, so nothing more is saved."""
+        raise ScratchMLMError(
+            f"{what} at step {step}; training stopped and checkpoints/last.pt (step {self.last_saved_step}) "
+            f"is kept. Start a new run with a lower --noam-factor or --clip-norm (a resumed run keeps "
+            f"its settings), or check the data.")
+
+    def evaluate(self) -> EvalResult:
+        return evaluate(self.model, self.valid)
+
+    def _evaluate_and_checkpoint(self) -> dict:
+        result = self.evaluate()
+        if not math.isfinite(result.overall.loss):
+            self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
+        record = {"type": "eval", "step": self.step, "time": time.time(), **result.to_dict()}
+        self.metrics.append(record)
+        self.last_eval_step = self.step
+        if result.overall.loss < self.best_loss:
+            self.best_loss = result.overall.loss
+            self.evals_without_improvement = 0
+            self.save("best")
+        else:
+            self.evals_without_improvement += 1
+        self.save("last")
+        return record
+
+    def _should_stop_early(self) -> bool:
+        patience = self.config.train.early_stopping_patience
+        return patience > 0 and self.evals_without_improvement >= patience
+
+    def samples(self, count: int = 6) -> Samples:
+        """Validation lines masked and filled; which lines and masks depends only on seed and step."""
+        rng = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + self.step)
+        prompts = validation_prompts(self.data.valid_text, count, self.config.train.seq_len, rng)
+        return fill_prompts(self.model, self.data.tokenizer, prompts, self.data.masker, rng)
+
+    def _write_samples(self) -> None:
+        samples = self.samples()
+        self.run.samples.mkdir(exist_ok=True)
+        (self.run.samples / f"step_{self.step:06d}.txt").write_text(samples.to_plain() + "\n")
+        (self.run.samples / f"step_{self.step:06d}.html").write_text(samples._repr_html_())
+
+    def write_plots(self) -> None:
+        """``plots/curves.png`` (once there is a training record) and ``plots/noam.png``."""
+        cfg = self.config.train
+        records = read_metrics(self.run.metrics)
+        if any(r["type"] == "train" for r in records):
+            plot_training_curves(records, self.run.plots / "curves.png")
+        plot_noam(self.config.model.d_model, cfg.warmup, cfg.noam_factor, max(cfg.steps, 2 * cfg.warmup),
+                  self.run.plots / "noam.png")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save(self, name: str) -> Path:
+        """Write ``checkpoints/<name>.pt``: everything needed to continue bit for bit."""
+        cuda = self.device.type == "cuda"
+        state = {
+            "step": self.step,
+            "device_type": self.device.type,
+            "config": self.config.to_dict(),
+            "vocab": self.data.tokenizer.vocab,
+            "valid_fingerprint": self.valid.fingerprint,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_loss": self.best_loss,
+            "evals_without_improvement": self.evals_without_improvement,
+            "last_eval_step": self.last_eval_step,
+            "rng": {
+                "batches": self.batch_rng.get_state(),
+                "masking": self.mask_rng.get_state(),
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if cuda else torch.empty(0, dtype=torch.uint8),
+            },
+        }
+        path = save_checkpoint(state, self.run.checkpoint(name))
+        if name == "last":
+            self.last_saved_step = self.step
+        return path
+
+    def _restore(self, state: dict) -> None:
+        """Continue from a ``last.pt``, after checking it belongs to this data and this machine."""
+        saved_tokenizer = CharTokenizer.load(self.run.tokenizer)
+        if state["vocab"] != saved_tokenizer.vocab:
+            raise ScratchMLMError(f"{self.run.tokenizer} does not match checkpoints/last.pt (a different "
+                                  f"vocabulary); restore the run's own tokenizer.json.")
+        if state["vocab"] != self.data.tokenizer.vocab:
+            raise ScratchMLMError("The checkpoint was saved with a different vocabulary than this data "
+                                  "gives; resume with the same --data as the original run.")
+        if state["device_type"] != self.device.type:
+            raise ScratchMLMError(
+                f"This run was trained on {state['device_type']} and cannot be resumed exactly on "
+                f"{self.device.type} (the random-number states differ); resume it with --device "
+                f"{state['device_type']}.")
+        if state["valid_fingerprint"] != self.valid.fingerprint:
+            raise ScratchMLMError("The validation set differs from the one this run was scored on "
+                                  "(the data or masking settings changed); resume with the original ones.")
+        load_model_state(self.model, state["model"], self.run.checkpoint("last"))
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            rng = state["rng"]
+            self.batch_rng.set_state(rng["batches"])
+            self.mask_rng.set_state(rng["masking"])
+            torch.set_rng_state(rng["cpu"])
+            if self.device.type == "cuda" and rng["cuda"].numel():
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ScratchMLMError(f"{self.run.checkpoint('last')} has a damaged optimizer, scheduler or "
+                                  f"random-number state ({type(error).__name__}); it cannot be resumed.") from None
+        self.step = state["step"]
+        self.best_loss = state["best_loss"]
+        self.evals_without_improvement = state["evals_without_improvement"]
+        self.last_eval_step = state.get("last_eval_step")
+        self.last_saved_step = self.step
+
+
+class IntervalLog:
+    """The steps since the last metrics record; reading their tensors is the one device sync."""
+
+    def __init__(self, log_every: int):
+        self.log_every = log_every
+        self.pending: list[tuple[int, StepResult]] = []
+        self.seconds = 0.0
+        self.tokens = 0
+
+    def add(self, step: int, result: StepResult, tokens: int, seconds: float) -> None:
+        self.pending.append((step, result))
+        self.tokens += tokens
+        self.seconds += seconds
+
+    def flush(self) -> tuple[dict, int | None]:
+        """One ``train`` record averaging the pending steps, and the first step whose loss or
+        gradient norm was not finite (``None`` if all were). ``partial`` marks an interval
+        shorter than ``log_every`` (cut by an evaluation, the end, or Ctrl-C)."""
+        losses = torch.stack([r.loss for _, r in self.pending]).float().cpu()
+        grad_norms = torch.stack([r.grad_norm for _, r in self.pending]).float().cpu()
+        finite = torch.isfinite(losses) & torch.isfinite(grad_norms)   # an inf gradient makes NaN weights
+        bad = None if bool(finite.all()) else int((~finite).nonzero()[0])
+        scored = sum(int(r.num_scored) for _, r in self.pending)
+        record = {
+            "type": "train", "step": self.pending[-1][0], "time": time.time(),
+            "loss": float(losses.mean()) if bad is None else float(losses[bad]),
+            "accuracy": sum(int(r.num_correct) for _, r in self.pending) / max(scored, 1),
+            "lr": self.pending[-1][1].lr,
+            "grad_norm": float(grad_norms.mean()) if bad is None else float(grad_norms[bad]),
+            "tokens_per_second": self.tokens / max(self.seconds, 1e-9),
+            "steps": len(self.pending),
+            "partial": len(self.pending) < self.log_every,
+        }
+        bad_step = None if bad is None else self.pending[bad][0]
+        self.pending, self.seconds, self.tokens = [], 0.0, 0
+        return record, bad_step
+
