@@ -245,9 +245,9 @@ def test_a_text_without_long_lines_still_trains_and_samples(tmp_path):
     assert "fills correct" in result.stdout
 
 
-def test_ctrl_c_saves_the_run_and_it_resumes(tmp_path):
-    """Ctrl-C (SIGINT) finishes the step, saves checkpoints/last.pt and exits cleanly."""
-    import signal
+@pytest.mark.parametrize("signum, status, name", [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM")])
+def test_ctrl_c_saves_the_run_and_it_resumes(tmp_path, signum, status, name):
+    """Ctrl-C (SIGINT) or SIGTERM finishes the step, saves checkpoints/last.pt and exits 128 + signal."""
     import time
 
     run = tmp_path / "r"
@@ -260,14 +260,14 @@ def test_ctrl_c_saves_the_run_and_it_resumes(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and '"type": "train"' not in (metrics.read_text() if metrics.exists() else ""):
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr                # 128 + SIGINT, as shells expect
+    assert process.returncode == status, stderr             # 128 + signal, as shells expect
     assert "Traceback" not in stderr and "run directory:" in stdout
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     logged = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert state["step"] >= 5 and logged[-1]["step"] == state["step"]   # nothing trained is lost
-    assert f"stopped at step {state['step']} by Ctrl-C; last evaluation none yet" in stderr
+    assert f"stopped at step {state['step']} by {name}; last evaluation none yet" in stderr
     result = scratchmlm("train", "--run-dir", run, "--resume", "--steps", state["step"] + 3, "--color", "never")
     assert result.returncode == 0, result.stderr
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == state["step"] + 3
