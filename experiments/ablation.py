@@ -39,9 +39,11 @@ def main() -> None:
         started = time.perf_counter()
         trainer = Trainer(config, root / name, progress=False)
         trainer.train()
+        if trainer.stopped_by is not None:       # Ctrl-C stops the whole script, not just this variant
+            break
         evals = [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in evals if r["type"] == "eval"]
-        curve = "  ".join(f"{r['step']}: {r['top1']:.3f}/{r['by_kind']['mask']['top1']:.3f}" for r in evals)
+        curve = "  ".join(f"{r['step']}: {r['top1']:.3f}/{r['by_kind']['mask']['top1'] or 0:.3f}" for r in evals)
         print(f"{name:>18} ({time.perf_counter() - started:.0f} s)  top-1/[MASK] top-1 at  {curve}", flush=True)
 
 

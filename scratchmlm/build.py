@@ -115,6 +115,9 @@ class RunData:
         valid_ids = tokenizer.encode(split.valid, parse_special=False)
         masker = BertMasker.from_config(tokenizer, train_config)
         valid = FrozenValidationSet.build(valid_ids, masker, train_config.seq_len, train_config.valid_windows)
+        if not bool(valid.batch.selected.any()):
+            raise ScratchMLMError(f"The validation set ({len(valid)} windows x {train_config.seq_len}) has no "
+                                  f"selected position to score; raise --valid-windows or --select-prob.")
         return cls(tokenizer, train_ids, split.valid, masker, valid)
 
     def baselines(self) -> list[EvalResult]:

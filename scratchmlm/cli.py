@@ -4,7 +4,8 @@ Every ``ModelConfig`` / ``TrainConfig`` field is a flag of ``train`` (``--d-mode
 ``--steps 500``, ...), on top of an optional ``--config file.json``.
 
 Every failure is one line on stderr (``scratchmlm: error: ...``), never a traceback: exit status 2
-for input the user can fix, 1 for the machine (disk full, out of memory). A run stopped by Ctrl-C
+for every failure scratchmlm explains itself (bad input, a checkpoint it could not write), 1 for
+other errors of the machine (an OS error elsewhere, out of memory). A run stopped by Ctrl-C
 or SIGTERM saves itself and exits with 130 or 143, as shells expect.
 """
 
@@ -114,13 +115,18 @@ def _run_config(args) -> tuple[RunConfig, dict]:
 
 
 def _new_run_dir() -> Path:
-    """``runs/<date-time>``, with a suffix when another run started in the same second."""
+    """A fresh ``runs/<date-time>`` (``-2``, ``-3``, ... when another run started in the same
+    second), created here so that no other run can take the name."""
     base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    candidate, number = base, 1
-    while candidate.exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 1000):
+        candidate = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ScratchMLMError(f"Too many runs named {base}-N; give --run-dir.")
 
 
 def cmd_train(args) -> int:
@@ -155,7 +161,7 @@ def cmd_train(args) -> int:
     if result:
         mask = result["by_kind"]["mask"]["top1"]
         print(f"\nstep {result['step']}: validation top-1 {result['top1']:.3f} "
-              f"([MASK] positions {mask:.3f}), top-5 {result['top5']:.3f}, "
+              f"([MASK] positions {'-' if mask is None else f'{mask:.3f}'}), top-5 {result['top5']:.3f}, "
               f"cross-entropy {result['loss']:.3f} (fingerprint {result['fingerprint'][:12]})")
     print(f"run directory: {run_dir}")
     if trainer.stopped_by is not None:
@@ -233,9 +239,9 @@ def cmd_plot(args) -> int:
     from .run_dir import RunDirectory, load_run, read_metrics
 
     run = RunDirectory(args.run)
-    config = RunConfig.load(run.config) if run.config.is_file() else None
-    if config is None:
+    if not run.config.is_file():
         raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")
+    config = RunConfig.load(run.config)
     written = []
     records = read_metrics(run.metrics)
     if any(r["type"] == "train" for r in records):

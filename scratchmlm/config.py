@@ -142,7 +142,7 @@ def check_types(config, what: str) -> None:
         accepted = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
             raise ScratchMLMError(f"{what} setting {spec.name} must be {TYPE_NAMES[kind]}, got {value!r}.")
-        if kind is float and not math.isfinite(value):
+        if kind is float and not (abs(value) < 1e300 and math.isfinite(value)):
             raise ScratchMLMError(f"{what} setting {spec.name} must be a finite number, got {value!r}.")
         choices = spec.metadata.get("choices")
         if choices and value not in choices:

@@ -6,25 +6,22 @@
 
 Inside the ``with`` block the first Ctrl-C or SIGTERM only records the request (``requested``
 is then the signal number), so the loop can finish its step and save; a second Ctrl-C raises
-``KeyboardInterrupt`` at once. The previous handlers come back on exit. Signal handlers can only
-be installed in the main thread; elsewhere (a worker thread) the block does nothing special.
+``KeyboardInterrupt`` at once. The handler does nothing else (no printing: a signal can arrive in
+the middle of a write to the same stream). The previous handlers come back on exit. Handlers can
+only be installed in the main thread; elsewhere (a worker thread) the block does nothing special.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
-from typing import Callable
 
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 class StopRequests:
-    def __init__(self, announce: Callable[[str], None] | None = None):
-        """``announce(message)`` is called once when the first request arrives (default: stderr)."""
+    def __init__(self):
         self.requested: int | None = None
-        self._announce = announce or (lambda message: print(message, file=sys.stderr))
         self._previous: dict[int, object] = {}
 
     def _on_signal(self, signum, _frame) -> None:
@@ -32,8 +29,6 @@ class StopRequests:
             raise KeyboardInterrupt
         if self.requested is None:
             self.requested = signum
-            self._announce(f"{SIGNAL_NAMES.get(signum, signum)} received: finishing this step and "
-                           f"saving checkpoints/last.pt (Ctrl-C again to quit at once)")
 
     def __enter__(self) -> "StopRequests":
         if threading.current_thread() is threading.main_thread():

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .build import build_model, resolve_device
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .config import RunConfig, read_json
 from .errors import ScratchMLMError
 from .tokenizer import CharTokenizer
@@ -68,7 +68,7 @@ class RunDirectory:
         """Refuse a path that is a file or a directory that already holds something."""
         if self.path.exists() and not self.path.is_dir():
             raise ScratchMLMError(f"--run-dir {self.path} is a file, not a directory.")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir()):
             raise ScratchMLMError(f"Run directory {self.path} already exists. Use --resume to continue "
                                   f"that run, or choose another --run-dir.")
 
@@ -90,18 +90,17 @@ class RunDirectory:
         """Hold an exclusive lock on the run; a second writer gets a clear error."""
         if self._lock_file is not None:
             return
-        import fcntl
-
         handle = open(self.path / ".lock", "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusively(handle)
         except OSError as error:
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
             if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise ScratchMLMError(f"Another scratchmlm process{' (pid ' + holder + ')' if holder else ''} "
-                                      f"is training in {self.path}; wait for it to finish or stop it "
+                who = "This process" if holder == str(os.getpid()) else \
+                    f"Another scratchmlm process{' (pid ' + holder + ')' if holder else ''}"
+                raise ScratchMLMError(f"{who} is training in {self.path}; wait for it to finish or stop it "
                                       f"first.") from None
             raise
         handle.truncate(0)
@@ -138,6 +137,18 @@ class RunDirectory:
             raise ScratchMLMError(f"The data ({record.get('data')}) has changed since this run began: its "
                                   f"sha256 is no longer the one in {self.provenance}. Continue with the "
                                   f"original text, or start a new run.")
+
+
+def _lock_exclusively(handle) -> None:
+    """Lock an open file without waiting: ``flock`` on POSIX, ``msvcrt.locking`` on Windows."""
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def text_sha256(text: str) -> str:

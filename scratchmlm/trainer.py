@@ -31,7 +31,7 @@ from .config import RunConfig
 from .corpus import TINY_SHAKESPEARE, load_text
 from .errors import ScratchMLMError
 from .evaluate import EvalResult, evaluate
-from .interrupt import StopRequests
+from .interrupt import SIGNAL_NAMES, StopRequests
 from .model import TransformerMLM
 from .noam import NoamScheduler
 from .plots import plot_noam, plot_training_curves
@@ -59,19 +59,43 @@ class Trainer:
         self.run = RunDirectory(run_dir)
         self.progress = progress
         self.device = resolve_device(train.device)
+        self.step = 0
+        self.best_loss = math.inf
+        self.evals_without_improvement = 0
+        self.last_eval_step: int | None = None
+        self.last_saved_step: int | None = None
+        self.stopped_by: int | None = None     # the signal that stopped the last train(), if any
+        self.metrics = MetricsLog(self.run.metrics)
         if resume:
             if not self.run.checkpoint("last").is_file():
                 raise ScratchMLMError(f"Cannot resume: {self.run.path} has no checkpoints/last.pt.")
             self.run.lock()
-            state = load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS)
+            try:
+                self._build(text)
+                self._restore(load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS))
+                if train.steps <= self.step:
+                    raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps "
+                                          f"larger than {self.step} to train further.")
+                self.metrics.truncate_after(self.step)
+            except BaseException:
+                self.run.unlock()
+                raise
         else:
             self.run.check_new()
+            self._build(text)
+            self._create_run()
+
+    def _build(self, text: str | None) -> None:
+        """Data, model, optimizer, schedule and random generators, as the configuration says."""
+        config, train = self.config, self.config.train
         text = load_text(train.data) if text is None else text
+        if self.run.config.is_file():
+            self.run.check_data(text)
+        self.text = text
         self.data = RunData.prepare(train, text)
         config.model.vocab_size = self.data.tokenizer.vocab_size
         config.model.max_len = max(config.model.max_len, train.seq_len)
         check_memory(config.model, train)
-
         seeds = derive_seeds(train.seed)
         self.model: TransformerMLM = build_model(config.model, seeds["init"]).to(self.device)
         self.model.set_fused_attention(train.fused_attention)
@@ -83,31 +107,24 @@ class Trainer:
         self.batch_rng = torch.Generator(device=self.device).manual_seed(seeds["batches"])
         self.mask_rng = torch.Generator(device=self.device).manual_seed(seeds["masking"])
         torch.manual_seed(seeds["dropout"])   # dropout draws from the global generator
-        self.step = 0
-        self.best_loss = math.inf
-        self.evals_without_improvement = 0
-        self.last_eval_step: int | None = None
-        self.last_saved_step: int | None = None
-        self.stopped_by: int | None = None     # the signal that stopped the last train(), if any
-        self.metrics = MetricsLog(self.run.metrics)
 
-        if resume:
-            self.run.check_data(text)
-            self._restore(state)
-            if train.steps <= self.step:
-                self.run.unlock()
-                raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps larger "
-                                      f"than {self.step} to train further.")
-            self.metrics.truncate_after(self.step)
-        else:
-            self.run.create()
-            config.save(self.run.config)
-            self.run.write_provenance(train.data, text)
+    def _create_run(self) -> None:
+        """Write a new run directory; if that fails half-way, remove it again (it was empty)."""
+        baselines = self.data.baselines()
+        self.run.create()
+        try:
+            self.config.save(self.run.config)
+            self.run.write_provenance(self.config.train.data, self.text)
             self.data.tokenizer.save(self.run.tokenizer)
-            for baseline in self.data.baselines():
+            for baseline in baselines:
                 self.metrics.append({"type": "baseline", "name": baseline.name.split()[0], "step": 0,
                                      **baseline.to_dict()})
             self.save("last")   # step 0: a run that stops before its first evaluation can be resumed
+        except BaseException:
+            for path in sorted(self.run.path.rglob("*"), reverse=True):
+                path.rmdir() if path.is_dir() else path.unlink()
+            self.run.unlock()
+            raise
 
     # -- the loop --------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -119,11 +136,12 @@ class Trainer:
         """
         cfg = self.config.train
         self.run.lock()
+        self.stopped_by = None
         log, last_eval = IntervalLog(cfg.log_every), {}
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=True if not self.progress else None)   # None: TQDM_DISABLE=1 also silences it
         try:
-            with StopRequests(announce=lambda message: bar.write(message, file=sys.stderr)) as stop:
+            with StopRequests() as stop:
                 self.model.train()
                 while self.step < cfg.steps and not stop.requested:
                     started = time.perf_counter()
@@ -145,15 +163,18 @@ class Trainer:
                             break
                     if self.step % cfg.sample_every == 0 or at_end:
                         self._write_samples()
+                if stop.requested and self.step < cfg.steps:     # stopped by Ctrl-C / SIGTERM
+                    self.stopped_by = stop.requested
+                    bar.write(f"{SIGNAL_NAMES[stop.requested]}: saving checkpoints/last.pt at step "
+                              f"{self.step}", file=sys.stderr)
                 if log.pending:                        # a partial interval, after Ctrl-C
                     self._write_log_record(log, bar)
                 if self.last_saved_step != self.step:
                     self.save("last")
-                self.stopped_by = stop.requested
+            self.write_plots()
         finally:
             bar.close()
             self.run.unlock()
-        self.write_plots()
         return last_eval
 
     # -- pieces of the loop ------------------------------------------------------------------------
@@ -246,21 +267,29 @@ class Trainer:
 
     def _restore(self, state: dict) -> None:
         """Continue from a ``last.pt``, after checking it belongs to this data and this machine."""
+        saved, now = dict(state["config"]), self.config.to_dict()
+        changed = sorted(f"{section}.{name}" for section in ("model", "train") for name in now[section]
+                         if (section, name) != ("train", "steps")
+                         and saved.get(section, {}).get(name) != now[section][name])
+        if changed:
+            raise ScratchMLMError(f"The configuration differs from the one checkpoints/last.pt was trained with "
+                                  f"({', '.join(changed)}); a resumed run keeps its settings (only steps may "
+                                  f"change). Restore its config.json, or start a new run.")
         saved_tokenizer = CharTokenizer.load(self.run.tokenizer)
         if state["vocab"] != saved_tokenizer.vocab:
             raise ScratchMLMError(f"{self.run.tokenizer} does not match checkpoints/last.pt (a different "
                                   f"vocabulary); restore the run's own tokenizer.json.")
         if state["vocab"] != self.data.tokenizer.vocab:
-            raise ScratchMLMError("The checkpoint was saved with a different vocabulary than this data "
-                                  "gives; resume with the same --data as the original run.")
+            raise ScratchMLMError(f"The checkpoint was saved with a different vocabulary than "
+                                  f"{self.config.train.data} gives; restore the run's original text file.")
         if state["device_type"] != self.device.type:
             raise ScratchMLMError(
                 f"This run was trained on {state['device_type']} and cannot be resumed exactly on "
-                f"{self.device.type} (the random-number states differ); resume it with --device "
+                f"{self.device.type} (the random-number states differ); resume it on a machine with "
                 f"{state['device_type']}.")
         if state["valid_fingerprint"] != self.valid.fingerprint:
-            raise ScratchMLMError("The validation set differs from the one this run was scored on "
-                                  "(the data or masking settings changed); resume with the original ones.")
+            raise ScratchMLMError(f"The validation set differs from the one this run was scored on (the text "
+                                  f"{self.config.train.data} changed); restore the original text file.")
         load_model_state(self.model, state["model"], self.run.checkpoint("last"))
         try:
             self.optimizer.load_state_dict(state["optimizer"])

@@ -215,7 +215,7 @@ def test_trainer_leaves_the_callers_config_alone(tmp_path, corpus_text):
 def test_a_run_directory_has_one_writer(tmp_path, corpus_text):
     text = corpus_text[:60_000]
     first = Trainer(small_config(steps=10), tmp_path / "run", text=text, progress=False)
-    with pytest.raises(ScratchMLMError, match="Another scratchmlm process .* is training in"):
+    with pytest.raises(ScratchMLMError, match="(Another scratchmlm process|This process) .*is training in"):
         Trainer(small_config(steps=20), tmp_path / "run", resume=True, text=text, progress=False)
     with pytest.raises(ScratchMLMError, match="already exists"):
         Trainer(small_config(steps=20), tmp_path / "run", text=text, progress=False)
@@ -259,7 +259,7 @@ def test_resume_refuses_damaged_metrics_and_a_mismatched_model(tmp_path, corpus_
     (run / "metrics.jsonl").write_text(metrics)
     bigger = small_config(steps=10)
     bigger.model.d_model = 64
-    with pytest.raises(ScratchMLMError, match="does not fit the model in config.json"):
+    with pytest.raises(ScratchMLMError, match=r"differs from the one checkpoints/last.pt was trained with \(model.d_model\)"):
         Trainer(bigger, run, resume=True, text=text, progress=False)
 
 
@@ -282,3 +282,31 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, corpus_text, monkeypa
     assert provenance["data"] == saved and len(provenance["data_sha256"]) == 64
     assert provenance["versions"]["torch"] == torch.__version__
     assert config.train.data == "text.txt"
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path, corpus_text):
+    text = corpus_text[:60_000]
+    Trainer(small_config(steps=5), tmp_path / "run", text=text, progress=False).train()
+    changed = small_config(steps=10, noam_factor=0.5)
+    changed.model.dropout = 0.2
+    with pytest.raises(ScratchMLMError, match=r"differs .*\(model.dropout, train.noam_factor\)"):
+        Trainer(changed, tmp_path / "run", resume=True, text=text, progress=False)
+    Trainer(small_config(steps=10), tmp_path / "run", resume=True, text=text, progress=False)   # only steps: fine
+
+
+def test_a_failed_start_leaves_no_half_made_run(tmp_path, corpus_text, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CharTokenizer, "save", full_disk)
+    with pytest.raises(OSError):
+        Trainer(small_config(steps=5), tmp_path / "run", text=corpus_text[:60_000], progress=False)
+    monkeypatch.undo()
+    assert not any((tmp_path / "run").iterdir())          # nothing half-written is left behind
+    Trainer(small_config(steps=5), tmp_path / "run", text=corpus_text[:60_000], progress=False).train()
+
+
+def test_a_validation_set_with_nothing_to_score_is_refused(tmp_path, corpus_text):
+    with pytest.raises(ScratchMLMError, match="no selected position to score"):
+        Trainer(small_config(select_prob=0.0001, valid_windows=1), tmp_path / "run", text=corpus_text[:60_000],
+                progress=False)
