@@ -4,8 +4,9 @@
 
 ``E`` is initialised with standard deviation ``d_model ** -0.5`` so that ``E * sqrt(d_model)``
 has unit scale, the same order as the sinusoidal positions (values in [-1, 1]). With the usual
-N(0, 1) initialisation the scaled token vectors would be ~11x larger than the positions for
-d_model = 128 and the model would at first be nearly blind to order.
+N(0, 1) initialisation the scaled token vectors would be ~16x larger than the positions for
+d_model = 128 (entries of RMS sqrt(d_model) = 11.3 against the positions' sqrt(1/2) = 0.71), and the
+model would at first be nearly blind to order.
 
 Sinusoidal positions (Vaswani et al. 2017):
     P[t, 2i]   = sin(t / 10000^(2i / d_model))
