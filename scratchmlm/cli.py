@@ -1,4 +1,4 @@
-"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot``.
+"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | check | assignment``.
 
 Every ``ModelConfig`` / ``TrainConfig`` field is a flag of ``train`` (``--d-model 256``,
 ``--steps 500``, ...), on top of an optional ``--config file.json``.
@@ -99,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="encoder layer of the attention map, from 0 (default: 0)")
     plot.add_argument("--head", type=int, default=0, metavar="H",
                       help="attention head of the attention map, from 0 (default: 0)")
+
+    check = commands.add_parser("check", help="grade an assignment part: what differs, and the likely bug",
+                                description="Run the graded checks of one part (or all) against your code.")
+    check.add_argument("part", choices=["masking", "attention", "encoder", "step", "noam", "all"],
+                       help="the part to check, or all")
+    check.add_argument("--json", action="store_true", help="print the report as JSON (for autograders)")
+    assignment = commands.add_parser("assignment", help="make a student copy with parts blanked out",
+                                     description="Classroom assignments from the reference source.")
+    assignment_commands = assignment.add_subparsers(dest="assignment_command", required=True, metavar="ACTION")
+    make = assignment_commands.add_parser(
+        "make", help="write a student copy", description="Write a student copy of scratchmlm in which the chosen "
+        "parts raise NotImplementedError, keeping signatures, docstrings and hints.")
+    make.add_argument("--tasks", required=True,
+                      help="comma-separated parts to blank: masking, attention, encoder, step, noam")
+    make.add_argument("--out", type=Path, required=True, help="a new directory for the student copy")
     return parser
 
 
@@ -261,8 +276,37 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Exit 0 when every checked part passes, 1 when one fails."""
+    import json
+
+    from .checks import PARTS
+
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    reports = [PARTS[part]() for part in parts]
+    if args.json:
+        print(json.dumps([report.to_dict() for report in reports] if args.part == "all" else reports[0].to_dict(),
+                         indent=2, ensure_ascii=False))
+    else:
+        print("\n\n".join(report.to_text() for report in reports))
+        if len(reports) > 1:
+            print(f"\ntotal: {sum(r.score for r in reports)}/{sum(r.points for r in reports)} points")
+    return 0 if all(report.passed for report in reports) else 1
+
+
+def cmd_assignment(args) -> int:
+    from .assignment import make_assignment, parse_tasks
+
+    tasks = parse_tasks(args.tasks)
+    blanked = make_assignment(tasks, args.out)
+    print(f"wrote the student copy to {args.out}; blanked: "
+          + ", ".join(str(path.relative_to(args.out)) for path in blanked))
+    print(f"students: see {args.out / 'ASSIGNMENT.md'}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "fill-mask": cmd_fill_mask, "plot": cmd_plot}
+            "fill-mask": cmd_fill_mask, "plot": cmd_plot, "check": cmd_check, "assignment": cmd_assignment}
 
 
 def main(argv: list[str] | None = None) -> int:

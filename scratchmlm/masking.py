@@ -126,6 +126,7 @@ class BertMasker:
                 f"The random generator rng is on {rng.device} but the ids are on {ids.device}; "
                 f"create it with torch.Generator(device=ids.device)."
             )
+        # BEGIN SOLUTION masking
         device = ids.device
         maskable = ~torch.isin(ids, self.never_select_ids.to(device))
         selected = (torch.rand(ids.shape, generator=rng, device=device) < self.select_prob) & maskable
@@ -145,6 +146,7 @@ class BertMasker:
         labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX)).long()
         kinds = (to_mask * MASKED + to_randomise * RANDOMISED + unchanged * UNCHANGED).to(torch.uint8)
         return MaskedBatch(inputs=inputs, labels=labels, kinds=kinds)
+        # END SOLUTION
 
     def __repr__(self) -> str:
         unchanged = 1.0 - self.mask_token_prob - self.random_token_prob

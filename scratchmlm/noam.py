@@ -21,9 +21,11 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
         raise ScratchMLMError(f"Noam needs warmup >= 1 and d_model >= 1, got warmup={warmup}, d_model={d_model}.")
     if step < 0:
         raise ScratchMLMError(f"step must be >= 0, got {step}.")
+    # BEGIN SOLUTION noam
     if step == 0:
         return 0.0
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+    # END SOLUTION
 
 
 class NoamScheduler(LRScheduler):
@@ -45,5 +47,7 @@ class NoamScheduler(LRScheduler):
         return self.last_epoch
 
     def get_lr(self) -> list[float]:
+        # BEGIN SOLUTION noam
         rate = noam_lr(self.last_epoch + 1, self.d_model, self.warmup, self.factor)
         return [rate for _ in self.optimizer.param_groups]
+        # END SOLUTION

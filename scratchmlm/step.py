@@ -48,11 +48,15 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
         L = sum_{i : labels_i != -100} -log softmax(logits_i)[labels_i]  /  max(#selected, 1)
 
     Dividing by ``max(count, 1)`` keeps a batch with nothing selected at loss 0 instead of NaN.
+    Half-precision logits (bf16 autocast) are scored in float32; float32 and float64 as they are.
     """
-    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+    # BEGIN SOLUTION step
+    scored = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    total = F.cross_entropy(scored.flatten(0, 1), labels.flatten(),
                             ignore_index=IGNORE_INDEX, reduction="sum")
     count = (labels != IGNORE_INDEX).sum()
     return total / count.clamp(min=1), count
+    # END SOLUTION
 
 
 def train_step(model: torch.nn.Module, ids: torch.Tensor, masker: BertMasker, rng: torch.Generator,
@@ -61,6 +65,7 @@ def train_step(model: torch.nn.Module, ids: torch.Tensor, masker: BertMasker, rn
 
     ``rng`` drives the masking; the model must be in training mode (dropout on).
     """
+    # BEGIN SOLUTION step
     # 1. mask: choose the positions to predict and corrupt the input there
     with torch.no_grad():
         masked = masker(ids, rng)
@@ -82,3 +87,4 @@ def train_step(model: torch.nn.Module, ids: torch.Tensor, masker: BertMasker, rn
     with torch.no_grad():
         num_correct = ((logits.argmax(-1) == masked.labels) & (masked.labels != IGNORE_INDEX)).sum()
     return StepResult(loss.detach(), grad_norm.detach(), lr, num_scored, num_correct)
+    # END SOLUTION

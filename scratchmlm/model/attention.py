@@ -46,6 +46,7 @@ class MultiHeadAttention(nn.Module):
         Returns ``[batch, seq, d_model]``, and the weights ``[batch, heads, seq, seq]`` when
         ``return_weights``.
         """
+        # BEGIN SOLUTION attention
         batch, seq, d_model = x.shape
         # [batch, seq, 3, heads, d_k] -> 3 x [batch, heads, seq, d_k]
         q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.d_k).permute(2, 0, 3, 1, 4)
@@ -65,3 +66,4 @@ class MultiHeadAttention(nn.Module):
         merged = heads.transpose(1, 2).reshape(batch, seq, d_model)           # concat the heads
         output = self.out(merged)
         return (output, weights) if return_weights else output
+        # END SOLUTION

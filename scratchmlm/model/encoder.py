@@ -37,6 +37,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 return_weights: bool = False):
         """``x`` ``[batch, seq, d_model]`` -> same shape (and the attention weights if asked)."""
+        # BEGIN SOLUTION encoder
         attention_input = self.norm1(x) if self.norm_first else x
         attended = self.attention(attention_input, key_padding_mask, return_weights=return_weights)
         weights = None
@@ -49,6 +50,7 @@ class EncoderLayer(nn.Module):
             x = self.norm1(x + self.dropout1(attended))
             x = self.norm2(x + self.dropout2(self.feed_forward(x)))
         return (x, weights) if return_weights else x
+        # END SOLUTION
 
 
 class Encoder(nn.Module):
@@ -67,6 +69,7 @@ class Encoder(nn.Module):
                 return_weights: bool = False):
         """``[batch, seq, d_model]`` -> same shape; with ``return_weights`` also a list with one
         ``[batch, heads, seq, seq]`` tensor per layer."""
+        # BEGIN SOLUTION encoder
         all_weights = []
         for layer in self.layers:
             if return_weights:
@@ -76,3 +79,4 @@ class Encoder(nn.Module):
                 x = layer(x, key_padding_mask)
         x = self.final_norm(x)
         return (x, all_weights) if return_weights else x
+        # END SOLUTION

@@ -1,0 +1,180 @@
+"""Student copies of scratchmlm: the reference with chosen parts blanked out, from one source.
+
+The reference code marks each task's body:
+
+    def noam_lr(step, d_model, warmup, factor=1.0):
+        \"\"\"docstring with the math\"\"\"
+        ...argument checks (kept)...
+        # BEGIN SOLUTION noam
+        # HINT: lines like this one stay in the student copy
+        ...the body...
+        # END SOLUTION
+
+``make_assignment(tasks, out)`` copies the project to ``out``. There, the body of every region
+whose task was chosen becomes ``raise NotImplementedError("Part 5 (noam): implement noam_lr ...")``
+(hints kept, at the body's indentation); the markers of the other tasks are dropped and their
+bodies kept. Signatures, docstrings and the code around the regions are untouched. Exercise
+regions in the assignment notebooks (``# BEGIN SOLUTION`` with no task) are always blanked.
+
+The copy leaves out what would give answers away or only serves the teacher: the buggy variants
+(``checks/mutants.py``), the snapshot maker, the tests, the experiments and the tutorials other
+than ``tutorials/assignment_*``. The graded checks (``scratchmlm check PART``) and their frozen
+reference outputs go with it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from .errors import ScratchMLMError
+
+# task -> (part number, what the student implements)
+TASKS = {
+    "masking": (1, "BERT masking"),
+    "attention": (2, "multi-head self-attention"),
+    "encoder": (3, "the encoder layer and encoder"),
+    "step": (4, "the masked loss and the training step"),
+    "noam": (5, "the Noam learning-rate schedule"),
+}
+PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE", "README.md")
+TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py")
+BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?: (?P<task>\w+))?\s*$")
+END = re.compile(r"^\s*# END SOLUTION\s*$")
+HINT = re.compile(r"^\s*# HINT\b")
+DEFINITION = re.compile(r"^(?P<indent>\s*)(?:async\s+)?(?P<kind>def|class)\s+(?P<name>\w+)")
+
+
+def _enclosing_name(lines: list[str], index: int) -> str:
+    """``Class.method`` or ``function`` enclosing line ``index``."""
+    names, depth = [], len(lines[index]) - len(lines[index].lstrip())
+    for line in reversed(lines[:index]):
+        match = DEFINITION.match(line)
+        if match and len(match["indent"]) < depth:
+            names.append(match["name"])
+            depth = len(match["indent"])
+    return ".".join(reversed(names)) or "this cell"
+
+
+def blank_solutions(source: str, tasks: set[str], where: str) -> str:
+    """``source`` with the chosen tasks' solution regions (and every task-less one) replaced by
+    ``raise NotImplementedError``; other regions keep their body and lose their markers."""
+    lines = source.split("\n")
+    output: list[str] = []
+    index = 0
+    while index < len(lines):
+        begin = BEGIN.match(lines[index])
+        if not begin:
+            if END.match(lines[index]):
+                raise ScratchMLMError(f"{where}:{index + 1}: '# END SOLUTION' without a BEGIN.")
+            output.append(lines[index])
+            index += 1
+            continue
+        task, indent = begin["task"], begin["indent"]
+        if task is not None and task not in TASKS:
+            raise ScratchMLMError(f"{where}:{index + 1}: unknown task {task!r}; tasks: {', '.join(TASKS)}.")
+        end = next((j for j in range(index + 1, len(lines)) if END.match(lines[j]) or BEGIN.match(lines[j])), None)
+        if end is None or BEGIN.match(lines[end]):
+            raise ScratchMLMError(f"{where}:{index + 1}: '# BEGIN SOLUTION' has no matching '# END SOLUTION'.")
+        body = lines[index + 1:end]
+        if task is None or task in tasks:
+            output += [line for line in body if HINT.match(line)]
+            if task is None:
+                message = "Exercise: write your answer here"
+            else:
+                number, what = TASKS[task]
+                message = f"Part {number} ({task}): implement {_enclosing_name(lines, index)}, {what}; see its docstring"
+            output.append(f'{indent}raise NotImplementedError("{message}")')
+        else:
+            output += body
+        index = end + 1
+    return "\n".join(output)
+
+
+def project_root() -> Path:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "setup.cfg").is_file():
+        raise ScratchMLMError(f"{root} is not a scratchmlm source checkout; 'assignment make' needs one "
+                              f"(git clone the project and pip install -e it).")
+    return root
+
+
+def parse_tasks(text: str) -> set[str]:
+    tasks = {task.strip() for task in text.split(",") if task.strip()}
+    unknown = sorted(tasks - set(TASKS))
+    if not tasks or unknown:
+        raise ScratchMLMError(f"--tasks takes a comma-separated list of {', '.join(TASKS)}; got {text!r}.")
+    return tasks
+
+
+def make_assignment(tasks: set[str], out: str | Path, root: Path | None = None) -> list[Path]:
+    """Write the student copy to ``out`` (which must not exist yet); returns the files blanked."""
+    root = root or project_root()
+    out = Path(out)
+    if out.exists():
+        raise ScratchMLMError(f"{out} already exists; choose a new directory for the student copy.")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    out.mkdir(parents=True)
+    shutil.copytree(root / "scratchmlm", out / "scratchmlm", ignore=ignore)
+    for teacher_only in TEACHER_ONLY:
+        (out / "scratchmlm" / teacher_only).unlink(missing_ok=True)
+    for name in PROJECT_FILES:
+        if (root / name).is_file():
+            shutil.copyfile(root / name, out / name)
+    blanked = []
+    for path in sorted((out / "scratchmlm").rglob("*.py")):
+        if path.name == "assignment.py":                # this file: its docstring shows the markers
+            continue
+        source = path.read_text(encoding="utf-8")
+        if "# BEGIN SOLUTION" in source:
+            new = blank_solutions(source, tasks, str(path.relative_to(out)))
+            compile(new, str(path), "exec")            # the copy must still import
+            path.write_text(new, encoding="utf-8")
+            if 'raise NotImplementedError("Part' in new:
+                blanked.append(path)
+    blanked += _copy_assignment_notebooks(root, out)
+    (out / "ASSIGNMENT.md").write_text(_student_readme(tasks), encoding="utf-8")
+    return blanked
+
+
+def _copy_assignment_notebooks(root: Path, out: Path) -> list[Path]:
+    sources = sorted((root / "tutorials").glob("assignment_*.py"))
+    if not sources:
+        return []
+    try:
+        import jupytext
+    except ImportError:
+        raise ScratchMLMError("Copying the assignment notebooks needs jupytext: pip install -e \".[notebooks]\".") from None
+    (out / "tutorials").mkdir()
+    written = []
+    for source in sources:
+        text = blank_solutions(source.read_text(encoding="utf-8"), set(TASKS), str(source.relative_to(root)))
+        target = out / "tutorials" / source.name
+        target.write_text(text, encoding="utf-8")
+        jupytext.write(jupytext.reads(text, fmt="py:percent"), target.with_suffix(".ipynb"))
+        written += [target, target.with_suffix(".ipynb")]
+    return written
+
+
+def _student_readme(tasks: set[str]) -> str:
+    rows = "\n".join(f"| {TASKS[t][0]} | `{t}` | {TASKS[t][1]} | `scratchmlm check {t}` |"
+                     for t in sorted(tasks, key=lambda t: TASKS[t][0]))
+    return f"""# scratchmlm assignment
+
+Install once: `python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[notebooks]"`.
+
+Implement the parts below. Each stub raises `NotImplementedError("Part N ...")`; its docstring
+states the math, and `# HINT` comments point the way. Check your work as often as you like:
+
+| part | task | what | check |
+|---|---|---|---|
+{rows}
+
+`scratchmlm check all` runs every part. A failing check tells you where your output first differs
+from the reference, by how much, and, when your output matches a known mistake, which one.
+
+Your code is reached only through `scratchmlm/checks/adapters.py`. If you lay out weights
+differently from the reference (say, separate W_q, W_k, W_v instead of one fused layer), change
+the loading lines there; the checks judge what your code computes.
+"""

@@ -1,0 +1,36 @@
+"""Every known bug is named by its own part's check, and fails no other part.
+
+Each bug from the teacher's catalogue is swapped into the reference in turn; all five checks run.
+Select one part with its marker: ``pytest -m attention``.
+"""
+
+import importlib
+
+import pytest
+
+from scratchmlm.checks import PARTS
+from scratchmlm.checks.mutants import MUTANTS
+
+CASES = [pytest.param(part, bug, marks=getattr(pytest.mark, part), id=f"{part}-{bug}")
+         for part, bugs in MUTANTS.items() for bug in bugs]
+
+
+def test_every_part_has_a_catalogue_of_bugs():
+    assert set(MUTANTS) == set(PARTS)
+    for part, bugs in MUTANTS.items():
+        causes = importlib.import_module(f"scratchmlm.checks.{part}").CAUSES
+        assert len(bugs) >= 3, f"{part}: only {len(bugs)} known bugs"
+        assert set(bugs) <= set(causes), f"{part}: bugs without words for the student: {set(bugs) - set(causes)}"
+
+
+@pytest.mark.parametrize("part, bug", CASES)
+def test_each_bug_is_named_by_its_part_and_fails_no_other(part, bug):
+    words = importlib.import_module(f"scratchmlm.checks.{part}").CAUSES[bug]
+    with MUTANTS[part][bug]():
+        reports = {name: check() for name, check in PARTS.items()}
+    failing = [item for item in reports[part].items if not item.passed]
+    assert failing, f"{bug} passed the {part} check:\n{reports[part].to_text()}"
+    causes = {item.cause for item in failing}
+    assert causes == {words}, f"{bug} was diagnosed as {causes}:\n{reports[part].to_text()}"
+    others = [name for name, report in reports.items() if name != part and not report.passed]
+    assert not others, f"{bug} in {part} also failed {others}:\n" + "\n".join(reports[n].to_text() for n in others)
