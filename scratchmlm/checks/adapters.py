@@ -59,15 +59,8 @@ def run_encoder_layer(weights: dict[str, torch.Tensor], x: torch.Tensor, num_hea
     norm2_bias``: ``norm1`` is the one around the attention sub-layer, ``norm2`` around the
     feed-forward. ``dropout`` is the layer's dropout probability (eval mode must ignore it)."""
     layer = EncoderLayer(x.shape[-1], num_heads, d_ff, dropout=dropout, norm_first=norm_first).to(x.dtype).eval()
-    load_attention(layer.attention, weights)
+    load_encoder_layer(layer, weights)
     with torch.no_grad():
-        layer.feed_forward.linear1.weight.copy_(weights["w_1"])
-        layer.feed_forward.linear1.bias.copy_(weights["b_1"])
-        layer.feed_forward.linear2.weight.copy_(weights["w_2"])
-        layer.feed_forward.linear2.bias.copy_(weights["b_2"])
-        for norm, name in ((layer.norm1, "norm1"), (layer.norm2, "norm2")):
-            norm.weight.copy_(weights[f"{name}_weight"])
-            norm.bias.copy_(weights[f"{name}_bias"])
         return layer(x, key_padding_mask)
 
 
@@ -95,7 +88,7 @@ def make_noam_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup: 
 
 def load_encoder_layer(layer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Copy one encoder layer's weights (named as in ``run_encoder_layer``) into scratchmlm's
-    ``EncoderLayer``; if you change the loading lines of ``run_encoder_layer``, change these too."""
+    ``EncoderLayer``; ``run_encoder_layer`` and ``run_encoder`` both load through here."""
     load_attention(layer.attention, weights)
     with torch.no_grad():
         layer.feed_forward.linear1.weight.copy_(weights["w_1"])

@@ -17,6 +17,16 @@ from .mutants import MUTANTS
 from .snapshots import save_snapshot
 
 
+def with_reference_and_bugs(part: str, tensors: dict[str, torch.Tensor], outputs) -> dict[str, torch.Tensor]:
+    """``tensors`` (the inputs) plus ``outputs("expected")`` from the reference and
+    ``outputs("bug/<name>")`` with each of the part's known bugs swapped in."""
+    tensors.update(outputs("expected"))
+    for bug, patch in MUTANTS[part].items():
+        with patch():
+            tensors.update(outputs(f"bug/{bug}"))
+    return tensors
+
+
 def attention_snapshot() -> dict[str, torch.Tensor]:
     rng = torch.Generator().manual_seed(2024)
     # d_k = 9, sqrt(d_k) = 3, sqrt(d_model) = 6: each wrong scale gives a different output
@@ -36,11 +46,7 @@ def attention_snapshot() -> dict[str, torch.Tensor]:
         return {f"{prefix}/plain/output": adapters.run_attention(weights, tensors["plain/x"], num_heads),
                 f"{prefix}/padding/output": adapters.run_attention(weights, tensors["padding/x"], num_heads, padding)}
 
-    tensors.update(outputs("expected"))
-    for bug, patch in MUTANTS["attention"].items():
-        with patch():
-            tensors.update(outputs(f"bug/{bug}"))
-    return tensors
+    return with_reference_and_bugs("attention", tensors, outputs)
 
 
 # (encoder, step and noam snapshot functions go here; the masking check is statistical and has none)
@@ -97,11 +103,7 @@ def encoder_snapshot() -> dict[str, torch.Tensor]:
         return {f"{prefix}/{key}": t
                 for key, t in run_cases(tensors, adapters.run_encoder_layer, adapters.run_encoder).items()}
 
-    tensors.update(outputs("expected"))
-    for bug, patch in MUTANTS["encoder"].items():
-        with patch():
-            tensors.update(outputs(f"bug/{bug}"))
-    return tensors
+    return with_reference_and_bugs("encoder", tensors, outputs)
 
 
 def noam_snapshot() -> dict[str, torch.Tensor]:
@@ -125,11 +127,7 @@ def noam_snapshot() -> dict[str, torch.Tensor]:
         return {f"{prefix}/{key}": t
                 for key, t in run_cases(tensors, adapters.run_noam, adapters.make_noam_scheduler).items()}
 
-    tensors.update(outputs("expected"))
-    for bug, patch in MUTANTS["noam"].items():
-        with patch():
-            tensors.update(outputs(f"bug/{bug}"))
-    return tensors
+    return with_reference_and_bugs("noam", tensors, outputs)
 
 
 def step_snapshot() -> dict[str, torch.Tensor]:
@@ -184,11 +182,7 @@ def step_snapshot() -> dict[str, torch.Tensor]:
         return {f"{prefix}/{key}": t for key, t in run_cases(tensors, adapters.run_masked_cross_entropy,
                                                              adapters.run_train_step).items()}
 
-    tensors.update(outputs("expected"))
-    for bug, patch in MUTANTS["step"].items():
-        with patch():
-            tensors.update(outputs(f"bug/{bug}"))
-    return tensors
+    return with_reference_and_bugs("step", tensors, outputs)
 
 
 SNAPSHOTS = {"attention": attention_snapshot, "encoder": encoder_snapshot, "noam": noam_snapshot,
