@@ -1,0 +1,51 @@
+"""Part 2's graded check: its frozen snapshot is current, a correct implementation in another
+layout passes, and a stub or a wrong shape is reported, not raised."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scratchmlm.checks import check_attention
+from scratchmlm.checks.make_snapshots import attention_snapshot, check_distinguishable
+from scratchmlm.checks.snapshots import load_snapshot
+
+pytestmark = pytest.mark.attention
+
+
+def test_the_snapshot_is_current():
+    fresh, disk = attention_snapshot(), load_snapshot("attention")
+    assert set(fresh) == set(disk), "rerun python -m scratchmlm.checks.make_snapshots attention"
+    for name in fresh:
+        assert torch.equal(fresh[name], disk[name]), f"{name} is stale: rerun make_snapshots attention"
+    check_distinguishable("attention", fresh)
+
+
+def sdpa_attention(weights, x, num_heads, key_padding_mask=None):
+    """Separate W_q, W_k, W_v and torch's fused kernel: a different layout and a different code path."""
+    batch, seq, d_model = x.shape
+
+    def heads(name):
+        return F.linear(x, weights[f"w_{name}"], weights[f"b_{name}"]).unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(heads("q"), heads("k"), heads("v"), attn_mask=mask)
+    return F.linear(out.transpose(1, 2).reshape(batch, seq, d_model), weights["w_o"], weights["b_o"])
+
+
+def test_an_independent_implementation_passes():
+    report = check_attention(run_attention=sdpa_attention)
+    assert report.passed, report.to_text()
+
+
+def test_a_stub_is_reported_as_not_implemented():
+    def stub(weights, x, num_heads, key_padding_mask=None):
+        raise NotImplementedError("Part 2 (attention): implement me")
+
+    report = check_attention(run_attention=stub)
+    assert not report.passed and report.not_implemented == "Part 2 (attention): implement me"
+
+
+def test_a_wrong_shape_is_reported_with_both_shapes():
+    report = check_attention(run_attention=lambda weights, x, num_heads, key_padding_mask=None: x[:, :, :4])
+    failing = [item for item in report.items if not item.passed]
+    assert failing and "shape: expected [2, 5, 36], got [2, 5, 4]" in failing[0].detail
