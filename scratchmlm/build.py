@@ -27,8 +27,14 @@ from .model import TransformerMLM
 from .tokenizer import CharTokenizer
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    In a multi-process run (``local_rank`` given), ``auto`` and ``cuda`` mean this process's own
+    GPU, ``cuda:LOCAL_RANK``.
+    """
+    if local_rank is not None and (name == "cuda" or name == "auto" and torch.cuda.is_available()):
+        name = f"cuda:{local_rank}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -45,11 +51,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def derive_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for initialisation, batches, masking and dropout, from one ``seed``."""
-    init, batches, masking, dropout = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
-    return {"init": int(init >> np.uint64(1)), "batches": int(batches >> np.uint64(1)),
-            "masking": int(masking >> np.uint64(1)), "dropout": int(dropout >> np.uint64(1))}
+def derive_seeds(seed: int, rank: int = 0) -> dict[str, int]:
+    """Independent seeds for initialisation, batches, masking and dropout, from one ``seed``.
+
+    Rank ``r > 0`` of a multi-process run draws its batches, masks and dropout from the child
+    sequence ``SeedSequence(seed, spawn_key=(r,))``, independent of every other rank's; the
+    initialisation seed is the same on every rank (all start from the same weights). Rank 0's
+    seeds are a single-process run's.
+    """
+    def four(sequence):
+        return [int(x >> np.uint64(1)) for x in sequence.generate_state(4, dtype=np.uint64)]
+
+    init, batches, masking, dropout = four(np.random.SeedSequence(seed))
+    if rank > 0:
+        _, batches, masking, dropout = four(np.random.SeedSequence(seed, spawn_key=(rank,)))
+    return {"init": init, "batches": batches, "masking": masking, "dropout": dropout}
+
+
+REFERENCE_BATCH = 64    # the seed configuration's batch, for which the Noam factor is tuned
+
+
+def lr_scale(train_config: TrainConfig, world_size: int = 1) -> float:
+    """How much a large global batch raises the Noam factor (``--lr-scaling``).
+
+    With a global batch ``B = batch_size x world_size``, ``k = B / 64`` times the seed batch:
+    ``sqrt`` multiplies the learning rate by ``k ** 0.5`` (the gradient's noise falls as
+    ``1 / sqrt(B)``; the usual rule for Adam), ``linear`` by ``k`` (the rule for SGD), ``none`` by 1.
+    """
+    k = train_config.batch_size * world_size / REFERENCE_BATCH
+    return {"none": 1.0, "sqrt": k ** 0.5, "linear": k}[train_config.lr_scaling]
 
 
 def build_model(model_config: ModelConfig, seed: int) -> TransformerMLM:

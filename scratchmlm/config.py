@@ -85,6 +85,12 @@ class TrainConfig:
     # speed
     fused_attention: bool = setting(False, "use torch's fused attention kernel (same math; slower on a CPU "
                                            "with dropout)")
+    precision: str = setting("fp32", "arithmetic of the forward pass: fp32, or bf16 autocast (matrix products "
+                                      "in bfloat16, weights, optimizer and loss in float32)", ("fp32", "bf16"))
+    compile: bool = setting(False, "run the model through torch.compile (the first steps pay the compilation)")
+    lr_scaling: str = setting("none", "large batches: multiply the Noam factor by (global batch / 64) ** 0.5 "
+                                      "(sqrt) or by global batch / 64 (linear); the global batch is "
+                                      "batch_size x the number of processes", ("none", "sqrt", "linear"))
     # logging, evaluation, checkpoints
     log_every: int = setting(50, "log training loss / accuracy / lr / gradient norm every N steps")
     eval_every: int = setting(500, "evaluate on the frozen validation set and checkpoint every N steps")

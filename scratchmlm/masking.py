@@ -20,6 +20,7 @@ implementations do, overlaps them and yields about 81/10/9 instead.)
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +109,13 @@ class BertMasker:
         return cls.for_tokenizer(tokenizer, select_prob=train_config.select_prob,
                                  mask_token_prob=train_config.mask_token_prob,
                                  random_token_prob=train_config.random_token_prob)
+
+    def to(self, device) -> "BertMasker":
+        """This masker with its id tables on ``device`` (so that masking there copies nothing)."""
+        moved = copy.copy(self)
+        moved.replacement_ids = self.replacement_ids.to(device)
+        moved.never_select_ids = self.never_select_ids.to(device)
+        return moved
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, rng: torch.Generator) -> MaskedBatch:

@@ -11,6 +11,11 @@
 
 Everything a run writes goes through its ``RunDirectory`` (``run_dir.py``); Ctrl-C and SIGTERM
 are handled by ``StopRequests`` (``interrupt.py``), so this loop carries no plumbing of either.
+
+Several processes (``torchrun``, see ``distributed.py``) run this same loop, each on its own
+batches; ``self.world`` says which one this is. Rank 0 alone evaluates and writes the run
+directory; the ranks meet only where they must agree (the gradients, inside ``backward``; the
+logged averages; the stop decision; the random-number states a checkpoint holds).
 """
 
 from __future__ import annotations
@@ -22,19 +27,22 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .batches import random_windows
-from .build import RunData, build_model, check_memory, derive_seeds, resolve_device
+from .build import RunData, build_model, check_memory, derive_seeds, lr_scale, resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .corpus import TINY_SHAKESPEARE, load_text
+from .distributed import World
 from .errors import ScratchMLMError
 from .evaluate import EvalResult, evaluate
 from .interrupt import SIGNAL_NAMES, StopRequests
 from .model import TransformerMLM
 from .noam import NoamScheduler
 from .plots import plot_noam, plot_training_curves
+from .precision import prepare_for_training
 from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, load_model_state, read_metrics
 from .sample import Samples, fill_prompts, validation_prompts
 from .step import StepResult, train_step
@@ -47,18 +55,20 @@ class Trainer:
     ``config`` is copied, never changed: the Trainer's own copy (``trainer.config``) takes the
     vocabulary size from the data and widens ``max_len`` to ``seq_len`` if needed. ``text``
     replaces the corpus file (for tests and notebooks); ``resume=True`` continues the run in
-    ``run_dir`` exactly where its ``last.pt`` left off.
+    ``run_dir`` exactly where its ``last.pt`` left off. ``world`` places this process among several
+    (``distributed.start_world``); by default it is the only one.
     """
 
     def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                 text: str | None = None, progress: bool = True):
+                 text: str | None = None, progress: bool = True, world: World | None = None):
         self.config = config = copy.deepcopy(config)
         train = config.train.validate()
         if train.data != TINY_SHAKESPEARE and text is None:   # the run must find its data from anywhere
             train.data = str(Path(train.data).expanduser().resolve())
         self.run = RunDirectory(run_dir)
-        self.progress = progress
-        self.device = resolve_device(train.device)
+        self.world = world = world or World()
+        self.progress = progress and world.is_main
+        self.device = resolve_device(train.device, world.local_rank if world.distributed else None)
         self.step = 0
         self.best_loss = math.inf
         self.evals_without_improvement = 0
@@ -69,41 +79,57 @@ class Trainer:
         if resume:
             if not self.run.checkpoint("last").is_file():
                 raise ScratchMLMError(f"Cannot resume: {self.run.path} has no checkpoints/last.pt.")
-            self.run.lock()
+            if world.is_main:
+                self.run.lock()
             try:
                 self._build(text)
                 self._restore(load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS))
                 if train.steps <= self.step:
                     raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps "
                                           f"larger than {self.step} to train further.")
-                self.metrics.truncate_after(self.step)
+                if world.is_main:
+                    self.metrics.truncate_after(self.step)
             except BaseException:
-                self.run.unlock()
+                if world.is_main:
+                    self.run.unlock()
                 raise
         else:
-            self.run.check_new()
+            if world.is_main:
+                self.run.check_new()
             self._build(text)
-            self._create_run()
+            if world.is_main:
+                self._create_run()
+            world.barrier()        # the other ranks wait until rank 0 has written the run directory
+            self.save("last")      # step 0: a run that stops before its first evaluation can be resumed
 
     def _build(self, text: str | None) -> None:
         """Data, model, optimizer, schedule and random generators, as the configuration says."""
         config, train = self.config, self.config.train
         text = load_text(train.data) if text is None else text
-        if self.run.config.is_file():
+        if self.world.is_main and self.run.config.is_file():
             self.run.check_data(text)
         self.text = text
         self.data = RunData.prepare(train, text)
         config.model.vocab_size = self.data.tokenizer.vocab_size
         config.model.max_len = max(config.model.max_len, train.seq_len)
         check_memory(config.model, train)
-        seeds = derive_seeds(train.seed)
+        seeds = derive_seeds(train.seed, self.world.rank)
         self.model: TransformerMLM = build_model(config.model, seeds["init"]).to(self.device)
         self.model.set_fused_attention(train.fused_attention)
+        # The module train_step calls: the model itself, or the model wrapped -- gradients averaged
+        # across processes, bf16 autocast, torch.compile -- with the same parameters.
+        shared = self.model
+        if self.world.distributed:
+            shared = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.step_model = prepare_for_training(shared, self.device, train.precision, train.compile)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, weight_decay=train.weight_decay,
                                           betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps)
-        self.scheduler = NoamScheduler(self.optimizer, config.model.d_model, train.warmup, train.noam_factor)
+        self.scheduler = NoamScheduler(self.optimizer, config.model.d_model, train.warmup,
+                                       train.noam_factor * lr_scale(train, self.world.world_size))
         self.train_ids = self.data.train_ids.to(self.device)
         self.valid = self.data.valid.to(self.device)
+        self.masker = self.data.masker.to(self.device)
         self.batch_rng = torch.Generator(device=self.device).manual_seed(seeds["batches"])
         self.mask_rng = torch.Generator(device=self.device).manual_seed(seeds["masking"])
         torch.manual_seed(seeds["dropout"])   # dropout draws from the global generator
@@ -119,7 +145,6 @@ class Trainer:
             for baseline in baselines:
                 self.metrics.append({"type": "baseline", "name": baseline.name.split()[0], "step": 0,
                                      **baseline.to_dict()})
-            self.save("last")   # step 0: a run that stops before its first evaluation can be resumed
         except BaseException:
             for path in sorted(self.run.path.rglob("*"), reverse=True):
                 path.rmdir() if path.is_dir() else path.unlink()
@@ -134,47 +159,54 @@ class Trainer:
         in ``self.stopped_by``. A non-finite loss stops training with a ``ScratchMLMError`` naming
         the step; the last good checkpoint is kept.
         """
-        cfg = self.config.train
-        self.run.lock()
+        cfg, world = self.config.train, self.world
+        if world.is_main:
+            self.run.lock()
         self.stopped_by = None
-        log, last_eval = IntervalLog(cfg.log_every), {}
+        log, last_eval, stop_signal = IntervalLog(cfg.log_every, world), {}, 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=True if not self.progress else None)   # None: TQDM_DISABLE=1 also silences it
         try:
             with StopRequests() as stop:
-                self.model.train()
-                while self.step < cfg.steps and not stop.requested:
+                self.step_model.train()
+                while self.step < cfg.steps and not stop_signal:
                     started = time.perf_counter()
                     ids = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.batch_rng)
-                    result = train_step(self.model, ids, self.data.masker, self.mask_rng,
+                    result = train_step(self.step_model, ids, self.masker, self.mask_rng,
                                         self.optimizer, self.scheduler, cfg.clip_norm)
                     self.step += 1
-                    log.add(self.step, result, ids.numel(), time.perf_counter() - started)
+                    log.add(self.step, result, ids.numel(), started)
                     bar.update(1)
                     at_end = self.step == cfg.steps
                     eval_due = self.step % cfg.eval_every == 0 or at_end
-                    if self.step % cfg.log_every == 0 or eval_due:   # never checkpoint unchecked steps
+                    log_due = self.step % cfg.log_every == 0 or eval_due
+                    if log_due:                        # never checkpoint unchecked steps
                         self._write_log_record(log, bar)
+                    if log_due or not world.distributed:
+                        # several processes stop together, at a log step, if any of them was asked to
+                        stop_signal = world.max_int(stop.requested or 0, self.device)
                     if eval_due:
                         last_eval = self._evaluate_and_checkpoint()
-                        if self._should_stop_early():
+                        if world.max_int(int(world.is_main and self._should_stop_early()), self.device):
                             bar.write(f"early stopping at step {self.step}: no better validation loss in "
                                       f"{cfg.early_stopping_patience} evaluations", file=sys.stderr)
                             break
-                    if self.step % cfg.sample_every == 0 or at_end:
+                    if world.is_main and (self.step % cfg.sample_every == 0 or at_end):
                         self._write_samples()
-                if stop.requested and self.step < cfg.steps:     # stopped by Ctrl-C / SIGTERM
-                    self.stopped_by = stop.requested
-                    bar.write(f"{SIGNAL_NAMES[stop.requested]}: saving checkpoints/last.pt at step "
+                if stop_signal and self.step < cfg.steps:        # stopped by Ctrl-C / SIGTERM
+                    self.stopped_by = stop_signal
+                    bar.write(f"{SIGNAL_NAMES[stop_signal]}: saving checkpoints/last.pt at step "
                               f"{self.step}", file=sys.stderr)
                 if log.pending:                        # a partial interval, after Ctrl-C
                     self._write_log_record(log, bar)
                 if self.last_saved_step != self.step:
                     self.save("last")
-            self.write_plots()
+            if world.is_main:
+                self.write_plots()
         finally:
             bar.close()
-            self.run.unlock()
+            if world.is_main:
+                self.run.unlock()
         return last_eval
 
     # -- pieces of the loop ------------------------------------------------------------------------
@@ -183,7 +215,8 @@ class Trainer:
         if bad_step is not None:
             self._stop_non_finite(f"The training loss or gradient norm became {record['loss']} / "
                                   f"{record['grad_norm']}", bad_step)
-        self.metrics.append(record)
+        if self.world.is_main:
+            self.metrics.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", lr=f"{record['lr']:.2e}")
 
     def _stop_non_finite(self, what: str, step: int) -> None:
@@ -197,18 +230,21 @@ class Trainer:
         return evaluate(self.model, self.valid)
 
     def _evaluate_and_checkpoint(self) -> dict:
-        result = self.evaluate()
-        if not math.isfinite(result.overall.loss):
-            self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
-        record = {"type": "eval", "step": self.step, "time": time.time(), **result.to_dict()}
-        self.metrics.append(record)
+        """Evaluate once (on rank 0), keep ``best.pt`` if the validation loss improved, save ``last.pt``."""
+        record = {}
         self.last_eval_step = self.step
-        if result.overall.loss < self.best_loss:
-            self.best_loss = result.overall.loss
-            self.evals_without_improvement = 0
-            self.save("best")
-        else:
-            self.evals_without_improvement += 1
+        if self.world.is_main:
+            result = self.evaluate()
+            if not math.isfinite(result.overall.loss):
+                self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
+            record = {"type": "eval", "step": self.step, "time": time.time(), **result.to_dict()}
+            self.metrics.append(record)
+            if result.overall.loss < self.best_loss:
+                self.best_loss = result.overall.loss
+                self.evals_without_improvement = 0
+                self.save("best")
+            else:
+                self.evals_without_improvement += 1
         self.save("last")
         return record
 
@@ -238,32 +274,49 @@ class Trainer:
                   self.run.plots / "noam.png")
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def save(self, name: str) -> Path:
-        """Write ``checkpoints/<name>.pt``: everything needed to continue bit for bit."""
-        cuda = self.device.type == "cuda"
-        state = {
+    def save(self, name: str) -> Path | None:
+        """Write ``checkpoints/<name>.pt``; returns its path (``None`` on ranks other than 0).
+
+        ``best.pt`` holds the weights alone (what ``load_run`` and ``evaluate`` read); ``last.pt``
+        holds everything needed to continue bit for bit: optimizer, schedule and every rank's
+        random-number states. Saving ``last`` is collective: every rank must call it.
+        """
+        weights = {
             "step": self.step,
             "device_type": self.device.type,
             "config": self.config.to_dict(),
             "vocab": self.data.tokenizer.vocab,
             "valid_fingerprint": self.valid.fingerprint,
             "model": self.model.state_dict(),
+        }
+        if name == "best":
+            return save_checkpoint(weights, self.run.checkpoint(name)) if self.world.is_main else None
+        rng_by_rank = self.world.gather_to_main(self._rng_state())
+        self.last_saved_step = self.step
+        if not self.world.is_main:
+            return None
+        state = {
+            **weights,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "best_loss": self.best_loss,
             "evals_without_improvement": self.evals_without_improvement,
             "last_eval_step": self.last_eval_step,
-            "rng": {
-                "batches": self.batch_rng.get_state(),
-                "masking": self.mask_rng.get_state(),
-                "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if cuda else torch.empty(0, dtype=torch.uint8),
-            },
+            "world_size": self.world.world_size,
+            "rng": rng_by_rank[0],
+            "rng_by_rank": rng_by_rank,
         }
-        path = save_checkpoint(state, self.run.checkpoint(name))
-        if name == "last":
-            self.last_saved_step = self.step
-        return path
+        return save_checkpoint(state, self.run.checkpoint(name))
+
+    def _rng_state(self) -> dict:
+        """This process's random-number generators: batches, masking, and dropout's global ones."""
+        cuda = self.device.type == "cuda"
+        return {
+            "batches": self.batch_rng.get_state(),
+            "masking": self.mask_rng.get_state(),
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if cuda else torch.empty(0, dtype=torch.uint8),
+        }
 
     def _restore(self, state: dict) -> None:
         """Continue from a ``last.pt``, after checking it belongs to this data and this machine."""
@@ -287,6 +340,14 @@ class Trainer:
                 f"This run was trained on {state['device_type']} and cannot be resumed exactly on "
                 f"{self.device.type} (the random-number states differ); resume it on a machine with "
                 f"{state['device_type']}.")
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world.world_size:
+            raise ScratchMLMError(
+                f"This run was trained by {saved_world} process(es) and cannot be resumed exactly by "
+                f"{self.world.world_size}: each process has its own random stream of batches and masks. "
+                + ("Resume it as it was started: torchrun --nproc_per_node="
+                   f"{saved_world} -m scratchmlm train --resume ..." if saved_world > 1 else
+                   "Resume it with a single process: scratchmlm train --resume ..."))
         if state["valid_fingerprint"] != self.valid.fingerprint:
             raise ScratchMLMError(f"The validation set differs from the one this run was scored on (the text "
                                   f"{self.config.train.data} changed); restore the original text file.")
@@ -294,7 +355,7 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            rng = state["rng"]
+            rng = state.get("rng_by_rank", [state["rng"]])[self.world.rank]
             self.batch_rng.set_state(rng["batches"])
             self.mask_rng.set_state(rng["masking"])
             torch.set_rng_state(rng["cpu"])
@@ -311,39 +372,52 @@ class Trainer:
 
 
 class IntervalLog:
-    """The steps since the last metrics record; reading their tensors is the one device sync."""
+    """The steps since the last metrics record; reading their tensors is the one device sync.
 
-    def __init__(self, log_every: int):
+    The interval's time runs from the start of its first step to the moment its results are read
+    (on a GPU the steps are queued, so only then are they done); the evaluations, samples and
+    checkpoints between intervals are not part of it. With several processes, the record
+    averages the losses of all ranks and counts the tokens of all ranks.
+    """
+
+    def __init__(self, log_every: int, world: World | None = None):
         self.log_every = log_every
+        self.world = world or World()
         self.pending: list[tuple[int, StepResult]] = []
-        self.seconds = 0.0
+        self.started: float | None = None
         self.tokens = 0
 
-    def add(self, step: int, result: StepResult, tokens: int, seconds: float) -> None:
+    def add(self, step: int, result: StepResult, tokens: int, started: float) -> None:
+        """Step ``step`` began at ``time.perf_counter()`` = ``started`` and trained on ``tokens``."""
+        if not self.pending:
+            self.started = started
         self.pending.append((step, result))
         self.tokens += tokens
-        self.seconds += seconds
 
     def flush(self) -> tuple[dict, int | None]:
         """One ``train`` record averaging the pending steps, and the first step whose loss or
         gradient norm was not finite (``None`` if all were). ``partial`` marks an interval
         shorter than ``log_every`` (cut by an evaluation, the end, or Ctrl-C)."""
-        losses = torch.stack([r.loss for _, r in self.pending]).float().cpu()
-        grad_norms = torch.stack([r.grad_norm for _, r in self.pending]).float().cpu()
+        results = [r for _, r in self.pending]
+        losses = self.world.sum(torch.stack([r.loss.float() for r in results])) / self.world.world_size
+        grad_norms = torch.stack([r.grad_norm.float() for r in results])   # the same on every rank
+        counts = self.world.sum(torch.stack([torch.stack([r.num_scored, r.num_correct]) for r in results]))
+        losses, grad_norms, counts = losses.cpu(), grad_norms.cpu(), counts.cpu()   # waits for the device
+        seconds = time.perf_counter() - self.started
         finite = torch.isfinite(losses) & torch.isfinite(grad_norms)   # an inf gradient makes NaN weights
         bad = None if bool(finite.all()) else int((~finite).nonzero()[0])
-        scored = sum(int(r.num_scored) for _, r in self.pending)
+        scored, correct = (int(total) for total in counts.sum(dim=0))
         record = {
             "type": "train", "step": self.pending[-1][0], "time": time.time(),
             "loss": float(losses.mean()) if bad is None else float(losses[bad]),
-            "accuracy": sum(int(r.num_correct) for _, r in self.pending) / max(scored, 1),
+            "accuracy": correct / max(scored, 1),
             "lr": self.pending[-1][1].lr,
             "grad_norm": float(grad_norms.mean()) if bad is None else float(grad_norms[bad]),
-            "tokens_per_second": self.tokens / max(self.seconds, 1e-9),
+            "tokens_per_second": self.tokens * self.world.world_size / max(seconds, 1e-9),
             "steps": len(self.pending),
             "partial": len(self.pending) < self.log_every,
         }
         bad_step = None if bad is None else self.pending[bad][0]
-        self.pending, self.seconds, self.tokens = [], 0.0, 0
+        self.pending, self.started, self.tokens = [], None, 0
         return record, bad_step
 
