@@ -2,6 +2,8 @@
 
 Each variant trains for ``--steps`` steps (same seed, same batches, same masks, same frozen
 validation set) and reports validation top-1 overall and on [MASK] positions at every evaluation.
+Progress shows as two bars, the variants and the current variant's training steps (each line of
+results is printed as its variant finishes); ``TQDM_DISABLE=1`` silences the bars.
 
     python experiments/ablation.py --steps 1000 --variants seed post-norm learned-positions
 """
@@ -11,6 +13,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
 from scratchmlm.trainer import Trainer
@@ -33,18 +37,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the run directories here")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="scratchmlm-ablation-"))
-    for name in args.variants:
+    print(f"{len(args.variants)} variants x {args.steps} steps; run directories in {root}", flush=True)
+    variants = tqdm(args.variants, desc="variants", unit="variant", dynamic_ncols=True)
+    for name in variants:
+        variants.set_postfix(variant=name)
         config = RunConfig(ModelConfig(**VARIANTS[name]),
                            TrainConfig(steps=args.steps, eval_every=args.eval_every, sample_every=args.steps))
         started = time.perf_counter()
-        trainer = Trainer(config, root / name, progress=False)
+        trainer = Trainer(config, root / name)          # its own bar counts the steps
         trainer.train()
         if trainer.stopped_by is not None:       # Ctrl-C stops the whole script, not just this variant
             break
         evals = [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in evals if r["type"] == "eval"]
         curve = "  ".join(f"{r['step']}: {r['top1']:.3f}/{r['by_kind']['mask']['top1'] or 0:.3f}" for r in evals)
-        print(f"{name:>18} ({time.perf_counter() - started:.0f} s)  top-1/[MASK] top-1 at  {curve}", flush=True)
+        tqdm.write(f"{name:>18} ({time.perf_counter() - started:.0f} s)  top-1/[MASK] top-1 at  {curve}")
 
 
 if __name__ == "__main__":

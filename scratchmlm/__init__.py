@@ -8,6 +8,7 @@ from .config import ModelConfig, RunConfig, TrainConfig
 from .corpus import load_text, read_text, split_text, tiny_shakespeare_path
 from .errors import ScratchMLMError
 from .evaluate import EvalResult, eval_mode, evaluate
+from .export import export_run, load_pretrained
 from .masking import IGNORE_INDEX, BertMasker, MaskedBatch
 from .model import (Dropout, Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
                     TransformerMLM)
@@ -31,5 +32,6 @@ __all__ = [
     "noam_lr", "NoamScheduler",
     "masked_cross_entropy", "train_step", "StepResult", "Trainer",
     "evaluate", "EvalResult", "eval_mode", "fill_mask", "fill_prompts", "load_run",
+    "export_run", "load_pretrained",
     "ModelConfig", "TrainConfig", "RunConfig",
 ]

@@ -1,4 +1,8 @@
-"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | check | assignment``.
+"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | compare | check |
+assignment | export | env``.
+
+``evaluate``, ``sample``, ``fill-mask`` and ``env`` take ``--json``: then stdout holds one JSON
+document and nothing else (messages go to stderr).
 
 Every ``ModelConfig`` / ``TrainConfig`` field is a flag of ``train`` (``--d-model 256``,
 ``--steps 500``, ...), on top of an optional ``--config file.json``.
@@ -13,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +35,17 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _tqdm_disabled() -> bool:
+    """Whether ``TQDM_DISABLE`` asks for no progress bar (tqdm itself ignores it when the bar's
+    ``disable`` is passed explicitly, so the command line reads it too)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _print_json(data) -> None:
+    """``data`` as JSON on stdout, alone: strict JSON (no NaN / Infinity), UTF-8 characters as they are."""
+    print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title: str) -> None:
@@ -56,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model (the seed configuration by default)",
-                                description="Train the masked language model and print coloured samples.")
+                                description="Train the masked language model and print coloured samples. "
+                                            "The progress bar goes to stderr; TQDM_DISABLE=1 silences it, "
+                                            "--quiet everything but the result.")
     train.add_argument("--run-dir", type=Path, default=None,
                        help="where config, metrics, checkpoints, samples and plots go "
                             "(default: runs/<date-time>)")
@@ -65,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the run in --run-dir exactly where its last checkpoint left off")
     train.add_argument("--color", default="auto", choices=["auto", "always", "never"],
                        help="colour the samples: auto = only on a terminal without NO_COLOR (default: auto)")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar, start line or samples: only the final result and the run "
+                            "directory (errors are still printed). TQDM_DISABLE=1 in the environment "
+                            "silences the progress bar alone")
     _add_config_flags(train, TrainConfig, "train")
     _add_config_flags(train, ModelConfig, "model")
 
@@ -80,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = with_run("evaluate", "score a run on the frozen validation set, beside the baselines")
     evaluate.add_argument("--text", default=None,
                           help="also print the pseudo-perplexity of this text (each character masked in turn)")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print one JSON object: the model's and the baselines' scores, the validation "
+                               "fingerprint and the pseudo-perplexity")
     sample = with_run("sample", "fill masked validation lines (or your prompts) and colour them by correctness")
     sample.add_argument("--prompt", action="append", default=None,
                         help="your own prompt (repeatable); a literal [MASK] marks what to fill")
@@ -89,16 +116,52 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of the prompt choice and the masks (default: 0)")
     sample.add_argument("--color", default="auto", choices=["auto", "always", "never"],
                         help="auto = only on a terminal without NO_COLOR (default: auto)")
+    sample.add_argument("--json", action="store_true",
+                        help="print a JSON list, one record per prompt: text, masked, filled and every filled "
+                             "position with its expected and predicted character")
     fill = with_run("fill-mask", "top-k characters with probabilities for every [MASK] in TEXT")
     fill.add_argument("text", help='e.g. "To be, or not to b[MASK]"')
     fill.add_argument("--top-k", type=int, default=5, metavar="K",
                       help="candidates shown per [MASK] (default: 5)")
-    plot = with_run("plot", "write loss/accuracy/lr/grad-norm curves, the Noam curve and an attention map")
-    plot.add_argument("--prompt", default=None, help="text for the attention map (default: a validation line)")
+    fill.add_argument("--json", action="store_true",
+                      help="print a JSON list with one list per [MASK] of Hugging Face fill-mask pipeline "
+                           "records {score, token, token_str, sequence}")
+    export = commands.add_parser(
+        "export", help="write a run's weights as model.safetensors + config.json + tokenizer.json",
+        description="Write a folder that loads without unpickling anything: model.safetensors, config.json "
+                    "and the Hugging Face tokenizer.json. Load it with scratchmlm.load_pretrained(DIR), or "
+                    "give it to evaluate / sample / fill-mask in place of a run directory.")
+    export.add_argument("run", type=Path, help="a run directory written by 'scratchmlm train'")
+    export.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="the folder to write (default: RUN/export)")
+    export.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                        help="best = lowest validation loss, last = the newest (default: best)")
+    env = commands.add_parser(
+        "env", help="versions, data directory, corpus checksum, threads and device: for bug reports",
+        description="Print the versions of scratchmlm and its libraries, the data directory, whether the "
+                    "corpus is there and its sha256, torch's threads and the device 'auto' picks.")
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+    plot = with_run("plot", "write loss/accuracy/lr/grad-norm curves, the Noam curve, one head's attention map "
+                            "and the grid of every layer's and head's attention")
+    plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"],
+                      help="file format of the figures (default: png)")
+    plot.add_argument("--prompt", default=None, help="text for the attention maps (default: a validation line)")
     plot.add_argument("--layer", type=int, default=0, metavar="L",
                       help="encoder layer of the attention map, from 0 (default: 0)")
     plot.add_argument("--head", type=int, default=0, metavar="H",
                       help="attention head of the attention map, from 0 (default: 0)")
+    compare = commands.add_parser(
+        "compare", help="overlay several runs' curves in one figure (e.g. two schedules)",
+        description="Overlay the training loss, validation cross-entropy, validation top-1 (all masked "
+                    "positions and [MASK] only) and learning rate of several runs.")
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                         help="two or more run directories written by 'scratchmlm train'")
+    compare.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                         help="one legend label per run, in order (default: each run's directory name)")
+    compare.add_argument("--out", type=Path, default=None, metavar="FILE",
+                         help="where to write the figure (default: compare.png, or compare.FORMAT)")
+    compare.add_argument("--format", default=None, choices=["png", "svg", "pdf"],
+                         help="file format (default: the extension of --out, else png)")
 
     check = commands.add_parser("check", help="grade an assignment part: what differs, and the likely bug",
                                 description="Run the graded checks of one part (or all) against your code.")
@@ -145,6 +208,22 @@ def _new_run_dir() -> Path:
 
 
 def cmd_train(args) -> int:
+    """One process, or one of several that ``torchrun`` started (see ``distributed.py``)."""
+    from .distributed import start_world, stop_world, world_from_environment
+
+    if world_from_environment().distributed and args.run_dir is None:
+        raise ScratchMLMError("Several processes train one run: give them its directory with --run-dir.")
+    device = vars(args).get("train.device")
+    if device is None and args.resume and args.run_dir is not None and (args.run_dir / "config.json").is_file():
+        device = RunConfig.load(args.run_dir / "config.json").train.device
+    world = start_world(device or "auto")
+    try:
+        return _train(args, world)
+    finally:
+        stop_world(world)
+
+
+def _train(args, world) -> int:
     from .trainer import Trainer
 
     if args.resume:
@@ -165,17 +244,25 @@ def cmd_train(args) -> int:
     else:
         config, _ = _run_config(args)
     run_dir = args.run_dir or _new_run_dir()
-    trainer = Trainer(config, run_dir, resume=args.resume)
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=not (args.quiet or _tqdm_disabled()),
+                      world=world)
+    if not world.is_main:           # rank 0 reports; the other ranks only train
+        trainer.train()
+        return 0 if trainer.stopped_by is None else 128 + int(trainer.stopped_by)
     if args.resume:
         trainer.config.save(run_dir / "config.json")    # the new --steps
-    print(f"scratchmlm: training {trainer.model.num_parameters():,} parameters on "
-          f"{trainer.device} for {trainer.config.train.steps} steps -> {run_dir}", file=sys.stderr)
+    if not args.quiet:
+        processes = f" x {world.world_size} processes" if world.distributed else ""
+        print(f"scratchmlm: training {trainer.model.num_parameters():,} parameters on "
+              f"{trainer.device}{processes} for {trainer.config.train.steps} steps -> {run_dir}", file=sys.stderr)
     result = trainer.train()
-    print()
-    print(trainer.samples(count=6).render(args.color))
+    if not args.quiet:
+        print()
+        print(trainer.samples(count=6).render(args.color))
+        print()
     if result:
         mask = result["by_kind"]["mask"]["top1"]
-        print(f"\nstep {result['step']}: validation top-1 {result['top1']:.3f} "
+        print(f"step {result['step']}: validation top-1 {result['top1']:.3f} "
               f"([MASK] positions {'-' if mask is None else f'{mask:.3f}'}), top-5 {result['top5']:.3f}, "
               f"cross-entropy {result['loss']:.3f} (fingerprint {result['fingerprint'][:12]})")
     print(f"run directory: {run_dir}")
@@ -200,17 +287,29 @@ def cmd_evaluate(args) -> int:
                               "with; evaluate with the same data file.")
     result = evaluate(model, data.valid)
     result.name = f"model @{state['step']}"
-    print(f"validation set: {len(data.valid)} windows x {config.train.seq_len}, "
-          f"{result.overall.count} scored positions, fingerprint {data.valid.fingerprint}")
-    for line in [result, *data.baselines()]:
-        print(line.summary())
+    baselines = data.baselines()
     text = args.text if args.text is not None else data.valid_text[:1000]
     what = "the text" if args.text is not None else "the first 1000 validation characters"
     ids = tokenizer.encode(text, strict=True, parse_special=False)
     if len(ids) == 0:
         raise ScratchMLMError("--text is empty.")
-    print(f"pseudo-perplexity of {what}: "
-          f"{pseudo_perplexity(model, ids, tokenizer.mask_id, config.train.seq_len):.3f}")
+    pseudo = pseudo_perplexity(model, ids, tokenizer.mask_id, config.train.seq_len)
+    if args.json:
+        _print_json({
+            "run": str(args.run), "step": state["step"], "checkpoint": state.get("checkpoint", args.checkpoint),
+            "validation": {"windows": len(data.valid), "seq_len": config.train.seq_len,
+                           "scored_positions": result.overall.count, "fingerprint": data.valid.fingerprint},
+            "model": result.to_dict(),
+            "baselines": {baseline.name: baseline.to_dict() for baseline in baselines},
+            "pseudo_perplexity": {"of": what, "characters": len(ids),
+                                  "value": pseudo if math.isfinite(pseudo) else None},
+        })
+        return 0
+    print(f"validation set: {len(data.valid)} windows x {config.train.seq_len}, "
+          f"{result.overall.count} scored positions, fingerprint {data.valid.fingerprint}")
+    for line in [result, *baselines]:
+        print(line.summary())
+    print(f"pseudo-perplexity of {what}: {pseudo:.3f}")
     return 0
 
 
@@ -233,46 +332,119 @@ def cmd_sample(args) -> int:
     rng = torch.Generator().manual_seed(args.seed)
     prompts = args.prompt or _validation_prompts(config, args.count, rng)
     masker = BertMasker.from_config(tokenizer, config.train)
-    print(fill_prompts(model, tokenizer, prompts, masker, rng).render(args.color))
+    samples = fill_prompts(model, tokenizer, prompts, masker, rng)
+    if args.json:
+        _print_json(samples.to_records())
+        return 0
+    print(samples.render(args.color))
     return 0
 
 
 def cmd_fill_mask(args) -> int:
     from .run_dir import load_run
-    from .sample import fill_mask, format_fill_mask
+    from .sample import fill_mask, fill_mask_records, format_fill_mask
 
     model, tokenizer, _, _ = load_run(args.run, args.checkpoint, args.device)
-    print(format_fill_mask(args.text, fill_mask(model, tokenizer, args.text, args.top_k)))
+    predictions = fill_mask(model, tokenizer, args.text, args.top_k)
+    if args.json:
+        _print_json(fill_mask_records(predictions, tokenizer))
+        return 0
+    print(format_fill_mask(args.text, predictions))
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(args.run, args.out, args.checkpoint)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        print(out / name)
+    return 0
+
+
+def cmd_env(args) -> int:
+    from .environment import environment_report, format_environment
+
+    report = environment_report()
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_environment(report))
+    return 0
+
+
+def _read_run(path: Path) -> tuple[RunConfig, list[dict]]:
+    """A run directory's configuration and metrics records, or an error saying it is not a run."""
+    from .run_dir import RunDirectory, read_metrics
+
+    run = RunDirectory(path)
+    if not run.path.is_dir():
+        raise ScratchMLMError(f"{run.path} does not exist or is not a directory; give a run directory "
+                              f"written by 'scratchmlm train'.")
+    if not run.config.is_file() or not run.metrics.is_file():
+        missing = "config.json" if not run.config.is_file() else "metrics.jsonl"
+        raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no {missing}).")
+    return RunConfig.load(run.config), read_metrics(run.metrics)
+
+
 def cmd_plot(args) -> int:
-    """Curves from metrics.jsonl alone; the attention map only once a checkpoint exists."""
+    """Curves from metrics.jsonl alone; the attention maps only once a checkpoint exists."""
     import torch
 
-    from .plots import plot_attention_of_text, plot_noam, plot_training_curves
-    from .run_dir import RunDirectory, load_run, read_metrics
+    from .plots import plot_attention_grid_of_text, plot_attention_of_text, plot_noam, plot_training_curves
+    from .run_dir import RunDirectory, load_run
 
     run = RunDirectory(args.run)
-    if not run.config.is_file():
-        raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")
-    config = RunConfig.load(run.config)
+    config, records = _read_run(run.path)
+    figures = run.plots
     written = []
-    records = read_metrics(run.metrics)
     if any(r["type"] == "train" for r in records):
-        plot_training_curves(records, run.plots / "curves.png")
-        written.append(run.plots / "curves.png")
+        plot_training_curves(records, figures / f"curves.{args.format}", config=config)
+        written.append(figures / f"curves.{args.format}")
     plot_noam(config.model.d_model, config.train.warmup, config.train.noam_factor,
-              max(config.train.steps, 2 * config.train.warmup), run.plots / "noam.png")
-    written.append(run.plots / "noam.png")
+              max(config.train.steps, 2 * config.train.warmup), figures / f"noam.{args.format}")
+    written.append(figures / f"noam.{args.format}")
     if run.checkpoint(args.checkpoint).is_file():
         model, tokenizer, config, _ = load_run(run.path, args.checkpoint, args.device)
         prompt = args.prompt or _validation_prompts(config, 1, torch.Generator().manual_seed(0))[0]
-        plot_attention_of_text(model, tokenizer, prompt, args.layer, args.head, run.plots / "attention.png")
-        written.append(run.plots / "attention.png")
+        one_head = figures / f"attention_layer{args.layer}_head{args.head}.{args.format}"
+        plot_attention_of_text(model, tokenizer, prompt, args.layer, args.head, one_head)
+        plot_attention_grid_of_text(model, tokenizer, prompt, figures / f"attention_grid.{args.format}")
+        written += [one_head, figures / f"attention_grid.{args.format}"]
     else:
-        print(f"scratchmlm: no checkpoints/{args.checkpoint}.pt yet, so no attention map", file=sys.stderr)
+        print(f"scratchmlm: no checkpoints/{args.checkpoint}.pt yet, so no attention maps", file=sys.stderr)
     print("\n".join(str(path) for path in written))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """One figure overlaying the curves of several runs, labelled by directory name or --labels."""
+    from .plots import FORMATS, plot_comparison
+
+    if len(args.runs) < 2:
+        raise ScratchMLMError("compare needs at least two run directories.")
+    labels = args.labels or [path.resolve().name for path in args.runs]
+    if len(labels) != len(args.runs):
+        raise ScratchMLMError(f"--labels gave {len(labels)} labels for {len(args.runs)} runs; give one per run.")
+    if len(set(labels)) != len(labels):
+        if args.labels:
+            raise ScratchMLMError("--labels must all differ, so the legend tells the runs apart.")
+        labels = [str(path) for path in args.runs]          # same directory names: say the whole path
+    out = args.out or Path(f"compare.{args.format or 'png'}")
+    suffix = out.suffix[1:].lower()
+    if not suffix:
+        out = out.with_name(f"{out.name}.{args.format or 'png'}")
+    elif suffix not in FORMATS:
+        raise ScratchMLMError(f"--out {out} has the extension .{suffix}; use .png, .svg or .pdf.")
+    elif args.format and suffix != args.format:
+        raise ScratchMLMError(f"--out {out} has the extension .{suffix} but --format is {args.format}; "
+                              f"make them agree.")
+    runs = {}
+    for label, path in zip(labels, args.runs):
+        config, records = _read_run(path)
+        runs[label] = (records, config)
+    plot_comparison(runs, out)
+    print(out)
     return 0
 
 
@@ -306,7 +478,8 @@ def cmd_assignment(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "fill-mask": cmd_fill_mask, "plot": cmd_plot, "check": cmd_check, "assignment": cmd_assignment}
+            "fill-mask": cmd_fill_mask, "plot": cmd_plot, "compare": cmd_compare,
+            "check": cmd_check, "assignment": cmd_assignment, "export": cmd_export, "env": cmd_env}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -256,7 +256,15 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
 
     The model is in eval mode on ``device``. ``checkpoint`` is ``best`` (lowest validation loss)
     or ``last``; a run that has not been evaluated yet has only ``last``.
+
+    ``run_dir`` may also be a folder written by ``scratchmlm export`` (see ``export.py``); it holds
+    one set of weights, which is returned whatever ``checkpoint`` says (``state["checkpoint"]``
+    names the one it was exported from).
     """
+    from .export import is_export, load_export
+
+    if is_export(run_dir):
+        return load_export(run_dir, device)
     run = RunDirectory(run_dir)
     if not run.config.is_file():
         raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")

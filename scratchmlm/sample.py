@@ -12,6 +12,8 @@ typed by the user have no known answer and are shown in blue (``to_plain``: ``{x
 
 ``fill_mask`` is the fill-mask pipeline: for each ``[MASK]`` of a text, the top-k characters with
 their probabilities and the filled-in text.
+
+``Samples.to_records()`` and ``fill_mask_records`` give both as JSON-ready records (``--json``).
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ def visible(char: str) -> str:
 @dataclass
 class FilledPrompt:
     """One prompt: per position the original character (``None`` where the user typed [MASK]),
-    the model's prediction, and whether the position was a fill."""
+    the model's prediction, whether the position was a fill, and (when known) the token the model
+    was shown there: ``[MASK]``, a random character, or the original."""
 
     expected: list[str | None]
     predicted: list[str]
     is_fill: list[bool]
+    shown: list[str] | None = None
 
     @property
     def fills(self) -> list[int]:
@@ -55,6 +59,20 @@ class FilledPrompt:
         scored = [i for i in self.fills if self.expected[i] is not None]
         return sum(self.predicted[i] == self.expected[i] for i in scored), len(scored)
 
+    def to_record(self) -> dict:
+        """JSON-ready: ``text`` (the prompt; ``[MASK]`` where the user typed one), ``masked`` (what
+        the model saw; ``None`` if not recorded), ``filled`` (the text with the model's fills), and
+        per fill its position, expected, shown and predicted token and ``correct`` (``None`` where
+        there is no known answer)."""
+        text = ["[MASK]" if char is None else char for char in self.expected]
+        shown = self.shown if self.shown is not None else [None] * len(text)
+        filled = [self.predicted[i] if fill else text[i] for i, fill in enumerate(self.is_fill)]
+        positions = [{"position": i, "expected": self.expected[i], "shown": shown[i], "predicted": self.predicted[i],
+                      "correct": None if self.expected[i] is None else self.predicted[i] == self.expected[i]}
+                     for i in self.fills]
+        return {"text": "".join(text), "masked": None if self.shown is None else "".join(self.shown),
+                "filled": "".join(filled), "positions": positions}
+
 
 @dataclass
 class Samples:
@@ -63,6 +81,10 @@ class Samples:
     def accuracy(self) -> tuple[int, int]:
         pairs = [prompt.correct_count() for prompt in self.prompts]
         return sum(c for c, _ in pairs), sum(n for _, n in pairs)
+
+    def to_records(self) -> list[dict]:
+        """One JSON-ready record per prompt (see ``FilledPrompt.to_record``)."""
+        return [prompt.to_record() for prompt in self.prompts]
 
     def _summary(self) -> str:
         correct, total = self.accuracy()
@@ -165,7 +187,8 @@ def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker, rng: 
             logits = model(inputs[None].to(device))[0].float().cpu()                 # [seq, vocab]
             logits[:, list(tokenizer.special_ids)] = float("-inf")                    # answers are real characters
             predicted = [tokenizer.vocab[i] for i in logits.argmax(-1).tolist()]
-            filled.append(FilledPrompt(expected, predicted, is_fill.tolist()))
+            shown = [tokenizer.vocab[i] for i in inputs.tolist()]
+            filled.append(FilledPrompt(expected, predicted, is_fill.tolist(), shown))
     return Samples(filled)
 
 
@@ -226,6 +249,13 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPredictio
             candidates.append(FillCandidate(score, tokenizer.vocab[token_id], tokenizer.decode(filled)))
         results.append(MaskPrediction(position, candidates))
     return results
+
+
+def fill_mask_records(predictions: list[MaskPrediction], tokenizer) -> list[list[dict]]:
+    """Hugging Face fill-mask pipeline records, one list per ``[MASK]`` (even when there is one):
+    ``{"score": p, "token": id, "token_str": character, "sequence": filled text}``."""
+    return [[{"score": c.score, "token": tokenizer.token_to_id[c.token], "token_str": c.token,
+              "sequence": c.sequence} for c in prediction.candidates] for prediction in predictions]
 
 
 def format_fill_mask(text: str, predictions: list[MaskPrediction]) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -165,7 +166,7 @@ class Trainer:
         self.stopped_by = None
         log, last_eval, stop_signal = IntervalLog(cfg.log_every, world), {}, 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
-                   disable=True if not self.progress else None)   # None: TQDM_DISABLE=1 also silences it
+                   disable=not self.progress or bool(os.environ.get("TQDM_DISABLE")))
         try:
             with StopRequests() as stop:
                 self.step_model.train()
@@ -269,8 +270,8 @@ class Trainer:
         cfg = self.config.train
         records = read_metrics(self.run.metrics)
         if any(r["type"] == "train" for r in records):
-            plot_training_curves(records, self.run.plots / "curves.png")
-        plot_noam(self.config.model.d_model, cfg.warmup, cfg.noam_factor, max(cfg.steps, 2 * cfg.warmup),
+            plot_training_curves(records, self.run.plots / "curves.png", config=self.config)
+        plot_noam(self.config.model.d_model, cfg.warmup, self.scheduler.factor, max(cfg.steps, 2 * cfg.warmup),
                   self.run.plots / "noam.png")
 
     # -- checkpoints -------------------------------------------------------------------------------

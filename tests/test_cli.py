@@ -74,7 +74,7 @@ def test_plot_writes_pngs(trained_run):
     run, _ = trained_run
     result = scratchmlm("plot", run)
     assert result.returncode == 0, result.stderr
-    for name in ["curves.png", "noam.png", "attention.png"]:
+    for name in ["curves.png", "noam.png", "attention_layer0_head0.png", "attention_grid.png"]:
         assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -298,8 +298,8 @@ def test_plot_draws_the_curves_of_a_run_without_a_checkpoint(trained_run, tmp_pa
     subprocess.run(["rm", "-r", str(copy / "checkpoints"), str(copy / "plots")], check=True)
     result = scratchmlm("plot", copy)
     assert result.returncode == 0, result.stderr
-    assert (copy / "plots" / "curves.png").is_file() and not (copy / "plots" / "attention.png").exists()
-    assert "no attention map" in result.stderr
+    assert sorted(path.name for path in (copy / "plots").iterdir()) == ["curves.png", "noam.png"]
+    assert "no attention maps" in result.stderr
 
 
 def test_a_relative_data_path_works_from_another_directory(tmp_path, corpus_text):
