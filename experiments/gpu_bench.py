@@ -125,6 +125,42 @@ def large_batch(args, text: str) -> list[dict]:
     return rows
 
 
+def compile_modes(args, text: str) -> list[dict]:
+    """bf16 + torch.compile with each of torch.compile's modes (and SDPA's flash kernel) at each batch."""
+    import functools
+
+    import scratchmlm.precision as precision
+
+    flops = training_flops_per_token(d_model=128, d_ff=256, num_layers=6, seq_len=32, vocab_size=68)
+    peak = matmul_peak_tflops(torch.bfloat16)
+    plain_compile = torch.compile
+    rows = []
+    for batch in args.batches:
+        for mode in args.modes:
+            mode, _, fused = mode.partition("+")
+            fused = fused == "fused"
+            precision.torch.compile = functools.partial(plain_compile, mode=mode)
+            torch._dynamo.reset()
+            started = time.perf_counter()
+            try:
+                _, records = train(text, steps=args.steps, batch_size=batch, precision="bf16", compile=True,
+                                   fused_attention=fused, log_every=args.steps // 10, eval_every=args.steps,
+                                   sample_every=10 * args.steps)
+            except Exception as error:     # a mode that fails here is reported, not fatal
+                print(f"batch {batch} mode {mode} fused {fused}: failed: {type(error).__name__}: "
+                      f"{str(error)[:200]}", flush=True)
+                continue
+            finally:
+                precision.torch.compile = plain_compile
+            tps = statistics.median([r["tokens_per_second"] for r in records if r["type"] == "train"][2:])
+            row = {"batch": batch, "mode": mode, "fused_attention": fused, "tokens_per_second": tps,
+                   "mfu": tps * flops / (peak * 1e12), "wall_seconds": time.perf_counter() - started}
+            rows.append(row)
+            print(f"batch {batch:>6}  {mode:<28} fused {str(fused):<5} {tps / 1e6:8.2f}M tokens/s  "
+                  f"MFU {100 * row['mfu']:5.1f}%  ({row['wall_seconds']:.0f} s with compilation)", flush=True)
+    return rows
+
+
 def profile(args, text: str) -> list[dict]:
     """The GPU kernels of a few training steps at ``--batches[0]``, bf16 and compiled: where time goes."""
     from torch.profiler import ProfilerActivity
@@ -159,18 +195,22 @@ def profile(args, text: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["throughput", "large-batch", "profile"])
+    parser.add_argument("what", choices=["throughput", "large-batch", "profile", "compile-modes"])
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 16384])
     parser.add_argument("--steps", type=int, default=300, help="steps per throughput run")
     parser.add_argument("--large", type=int, default=4096, help="the large batch of the large-batch runs")
     parser.add_argument("--target", type=float, default=0.630, help="validation top-1 to reach")
+    parser.add_argument("--modes", nargs="+", default=["default", "max-autotune-no-cudagraphs", "default+fused",
+                                                        "reduce-overhead"],
+                        help="torch.compile modes for compile-modes; +fused adds SDPA attention")
     parser.add_argument("--data", default="tinyshakespeare")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON results")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_bench.py needs a CUDA GPU; the CPU benchmark is experiments/bench.py")
     text = load_text(args.data)
-    rows = {"throughput": throughput, "large-batch": large_batch, "profile": profile}[args.what](args, text)
+    rows = {"throughput": throughput, "large-batch": large_batch, "profile": profile,
+            "compile-modes": compile_modes}[args.what](args, text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{args.what}.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -189,15 +189,17 @@ class Trainer:
                     if eval_due:
                         last_eval = self._evaluate_and_checkpoint()
                         if world.max_int(int(world.is_main and self._should_stop_early()), self.device):
-                            bar.write(f"early stopping at step {self.step}: no better validation loss in "
-                                      f"{cfg.early_stopping_patience} evaluations", file=sys.stderr)
+                            if world.is_main:
+                                bar.write(f"early stopping at step {self.step}: no better validation loss "
+                                          f"in {cfg.early_stopping_patience} evaluations", file=sys.stderr)
                             break
                     if world.is_main and (self.step % cfg.sample_every == 0 or at_end):
                         self._write_samples()
                 if stop_signal and self.step < cfg.steps:        # stopped by Ctrl-C / SIGTERM
                     self.stopped_by = stop_signal
-                    bar.write(f"{SIGNAL_NAMES[stop_signal]}: saving checkpoints/last.pt at step "
-                              f"{self.step}", file=sys.stderr)
+                    if world.is_main:
+                        bar.write(f"{SIGNAL_NAMES[stop_signal]}: saving checkpoints/last.pt at step "
+                                  f"{self.step}", file=sys.stderr)
                 if log.pending:                        # a partial interval, after Ctrl-C
                     self._write_log_record(log, bar)
                 if self.last_saved_step != self.step:
