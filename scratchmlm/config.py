@@ -96,6 +96,8 @@ class TrainConfig:
     eval_every: int = setting(500, "evaluate on the frozen validation set and checkpoint every N steps")
     sample_every: int = setting(1000, "write coloured samples every N steps")
     valid_windows: int = setting(1024, "number of fixed validation windows")
+    stop_at_top1: float = setting(0.0, "stop at the first evaluation whose validation top-1 reaches this "
+                                       "(0: off); what a time-to-accuracy run needs")
     early_stopping_patience: int = setting(0, "stop after this many evaluations without a better validation "
                                               "loss (0: off)")
 
@@ -131,6 +133,8 @@ class TrainConfig:
             raise ScratchMLMError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if not self.clip_norm > 0:
             raise ScratchMLMError(f"clip_norm must be positive, got {self.clip_norm}.")
+        if not 0.0 <= self.stop_at_top1 <= 1.0:
+            raise ScratchMLMError(f"stop_at_top1 must be an accuracy in [0, 1] (0: off), got {self.stop_at_top1}.")
         if self.early_stopping_patience < 0:
             raise ScratchMLMError("early_stopping_patience must be >= 0 (0 turns it off).")
         return self

@@ -188,10 +188,10 @@ class Trainer:
                         stop_signal = world.max_int(stop.requested or 0, self.device)
                     if eval_due:
                         last_eval = self._evaluate_and_checkpoint()
-                        if world.max_int(int(world.is_main and self._should_stop_early()), self.device):
+                        reason = self._stop_reason(last_eval) if world.is_main else None
+                        if world.max_int(int(reason is not None), self.device):
                             if world.is_main:
-                                bar.write(f"early stopping at step {self.step}: no better validation loss "
-                                          f"in {cfg.early_stopping_patience} evaluations", file=sys.stderr)
+                                bar.write(f"stopping at step {self.step}: {reason}", file=sys.stderr)
                             break
                     if world.is_main and (self.step % cfg.sample_every == 0 or at_end):
                         self._write_samples()
@@ -237,10 +237,12 @@ class Trainer:
         record = {}
         self.last_eval_step = self.step
         if self.world.is_main:
+            started = time.perf_counter()
             result = self.evaluate()
+            seconds = time.perf_counter() - started
             if not math.isfinite(result.overall.loss):
                 self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
-            record = {"type": "eval", "step": self.step, "time": time.time(), **result.to_dict()}
+            record = {"type": "eval", "step": self.step, "time": time.time(), "seconds": seconds, **result.to_dict()}
             self.metrics.append(record)
             if result.overall.loss < self.best_loss:
                 self.best_loss = result.overall.loss
@@ -251,9 +253,14 @@ class Trainer:
         self.save("last")
         return record
 
-    def _should_stop_early(self) -> bool:
-        patience = self.config.train.early_stopping_patience
-        return patience > 0 and self.evals_without_improvement >= patience
+    def _stop_reason(self, last_eval: dict) -> str | None:
+        """Why to stop after this evaluation (``None``: go on): patience run out, or a target reached."""
+        cfg = self.config.train
+        if cfg.early_stopping_patience > 0 and self.evals_without_improvement >= cfg.early_stopping_patience:
+            return f"no better validation loss in {cfg.early_stopping_patience} evaluations (early stopping)"
+        if cfg.stop_at_top1 > 0 and last_eval["top1"] >= cfg.stop_at_top1:
+            return f"validation top-1 {last_eval['top1']:.3f} reached --stop-at-top1 {cfg.stop_at_top1}"
+        return None
 
     def samples(self, count: int = 6) -> Samples:
         """Validation lines masked and filled; which lines and masks depends only on seed and step."""

@@ -183,6 +183,20 @@ def test_early_stopping(tmp_path, corpus_text):
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["step"] == 10
 
 
+def test_stop_at_top1_stops_at_the_first_evaluation_that_reaches_it(tmp_path, corpus_text):
+    """--stop-at-top1 0.6: evaluations at 5 (0.5), 10 (0.6 reaches it): stop at step 10, not later."""
+    from scratchmlm.evaluate import EvalResult, Scores
+
+    config = small_config(steps=200, eval_every=5, log_every=5, stop_at_top1=0.6)
+    trainer = Trainer(config, tmp_path / "run", text=corpus_text[:60_000], progress=False)
+    accuracies = iter([0.5, 0.6, 0.7, 0.8])
+    trainer.evaluate = lambda: EvalResult(Scores(10, next(accuracies), 0.8, 2.0), {}, "fp")
+    result = trainer.train()
+    assert trainer.step == 10 and result["top1"] == 0.6
+    evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [5, 10] and all(r["seconds"] >= 0 for r in evals)
+
+
 def test_train_step_gives_no_gradient_at_unselected_positions():
     """dL/dlogits is exactly zero where the masker did not select, and non-zero where it did.
 
