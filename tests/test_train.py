@@ -132,6 +132,10 @@ def test_run_directory_contents_and_checkpoints(tmp_path, corpus_text):
     assert not list(run.glob("checkpoints/*.tmp"))
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 40 and isinstance(state["vocab"], list)
+    assert {"optimizer", "scheduler", "rng"} <= set(state)            # last.pt: all a resume needs
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert not {"optimizer", "scheduler", "rng", "rng_by_rank"} & set(best)   # best.pt: the weights alone
+    assert set(best["model"]) == set(state["model"])
     model, tokenizer, config, _ = load_run(run, "last")
     assert tokenizer.vocab == state["vocab"] and not model.training
 
