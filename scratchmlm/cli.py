@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ModelConfig, RunConfig, TrainConfig
+from .config import PRESETS, ModelConfig, RunConfig, TrainConfig, preset
 from .errors import ScratchMLMError
 from .interrupt import SIGNAL_NAMES
 
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where config, metrics, checkpoints, samples and plots go "
                             "(default: runs/<date-time>)")
     train.add_argument("--config", type=Path, help='JSON file {"model": {...}, "train": {...}}; flags override it')
+    train.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="start from a named configuration; flags override it. "
+                            + "; ".join(f"{name}: {text}" for name, text in PRESETS.items()))
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir exactly where its last checkpoint left off")
     train.add_argument("--color", default="auto", choices=["auto", "always", "never"],
@@ -182,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_config(args) -> tuple[RunConfig, dict]:
     """The configuration: defaults, then --config, then flags; and the flags that were given."""
-    config = RunConfig.load(args.config) if args.config else RunConfig()
+    if args.config and args.preset:
+        raise ScratchMLMError("Give --config or --preset, not both (flags override either).")
+    config = RunConfig.load(args.config) if args.config else preset(args.preset) if args.preset else RunConfig()
     overrides = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     for key, value in overrides.items():
         section, name = key.split(".")
@@ -229,8 +234,9 @@ def _train(args, world) -> int:
     if args.resume:
         if args.run_dir is None:
             raise ScratchMLMError("--resume needs --run-dir, the run to continue.")
-        if args.config:
-            raise ScratchMLMError("--config cannot be combined with --resume: a resumed run keeps the "
+        if args.config or args.preset:
+            raise ScratchMLMError(f"{'--config' if args.config else '--preset'} cannot be combined with --resume: "
+                                  "a resumed run keeps the "
                                   "configuration in its config.json.")
         if not (args.run_dir / "config.json").is_file():
             raise ScratchMLMError(f"Cannot resume: {args.run_dir} has no config.json.")
