@@ -139,7 +139,7 @@ def _selected(batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, valid: FrozenValidationSet, batch_size: int = 512) -> EvalResult:
+def evaluate(model: torch.nn.Module, valid: FrozenValidationSet, batch_size: int = 256) -> EvalResult:
     """The model's scores on the frozen validation set (eval mode; training mode is restored)."""
     device = next(model.parameters()).device
     batch = valid.batch.to("cpu")

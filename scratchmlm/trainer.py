@@ -42,7 +42,6 @@ from .evaluate import EvalResult, evaluate
 from .interrupt import SIGNAL_NAMES, StopRequests
 from .model import TransformerMLM
 from .noam import NoamScheduler
-from .plots import plot_noam, plot_training_curves
 from .precision import prepare_for_training
 from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, load_model_state, read_metrics
 from .sample import Samples, fill_prompts, validation_prompts
@@ -276,6 +275,8 @@ class Trainer:
 
     def write_plots(self) -> None:
         """``plots/curves.png`` (once there is a training record) and ``plots/noam.png``."""
+        from .plots import plot_noam, plot_training_curves   # matplotlib: ~30 MB, loaded only to draw
+
         cfg = self.config.train
         records = read_metrics(self.run.metrics)
         if any(r["type"] == "train" for r in records):
