@@ -2,10 +2,13 @@
 
 For scratchmlm's written-out ``TransformerMLM`` and, in the same run, an equally sized model built
 from ``torch.nn.TransformerEncoderLayer`` (``torch_reference.py``), it times the real training step
-(``scratchmlm.step.train_step``: masking, forward, loss, backward, clipping, Adam, Noam) and prints
+(``scratchmlm.step.train_step``: masking, forward, loss, backward, clipping, Adam, Noam) as a run
+pays for it -- windows cut from the real corpus, the real masker, the results read every 50 steps
+like the Trainer's log -- and prints
 
 * tokens/s and ms/step (median over interleaved rounds, so a noisy machine hurts both alike),
-* model FLOPs utilisation: tokens/s x training FLOPs per token / a measured fp32 matmul peak, with
+* model FLOPs utilisation: tokens/s x training FLOPs per token / the fp32 matmul peak measured in
+  the same run at the model's own shape (2048 x 128 x 384, the qkv projection), with
   FLOPs per token = 3 [L (8 d^2 + 4 d d_ff + 4 T d) + 2 d V]  (5.07 MFLOP for the seed configuration),
 * peak resident memory of each model's own process,
 
@@ -32,10 +35,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from scratchmlm import BertMasker, CharTokenizer, NoamScheduler, TransformerMLM  # noqa: E402
+from scratchmlm import NoamScheduler, TransformerMLM, load_text  # noqa: E402
+from scratchmlm.batches import random_windows  # noqa: E402
+from scratchmlm.build import RunData  # noqa: E402
+from scratchmlm.config import TrainConfig  # noqa: E402
 from scratchmlm.step import train_step  # noqa: E402
 
 SEED = dict(d_model=128, num_heads=8, num_layers=6, d_ff=256, seq_len=32, batch_size=64, vocab_size=68)
+LOG_EVERY = 50        # the Trainer's default: how often a run reads its step results
 
 
 def training_flops_per_token(d_model, d_ff, num_layers, seq_len, vocab_size, **_) -> float:
@@ -44,9 +51,12 @@ def training_flops_per_token(d_model, d_ff, num_layers, seq_len, vocab_size, **_
     return 3 * (num_layers * per_layer + 2 * d_model * vocab_size)
 
 
-def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_peak_gflops(device: torch.device, m: int = 2048, k: int = 2048, n: int = 2048,
+                       repeats: int = 10) -> float:
+    """fp32 GFLOP/s of an [m, k] @ [k, n] product: the ceiling the model's matmuls run against."""
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    repeats = max(repeats, int(2e10 // (2 * m * k * n)))     # at least ~20 GFLOP of work
     for _ in range(3):
         a @ b
     synchronize(device)
@@ -54,7 +64,7 @@ def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 10
     for _ in range(repeats):
         a @ b
     synchronize(device)
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9
 
 
 def synchronize(device: torch.device) -> None:
@@ -73,32 +83,38 @@ def build(kind: str, device: torch.device):
 
 
 def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
-    """Time ``steps`` training steps of one model in this process."""
+    """Time ``steps`` training steps of one model in this process, as a run pays for them: windows
+    cut from the real corpus, the real masker, and the step's results read every ``LOG_EVERY``
+    steps (the Trainer's one synchronisation), after ``warmup_steps`` untimed steps."""
     device = torch.device(device_name)
     model = build(kind, device).train()
-    tokenizer = CharTokenizer([chr(c) for c in range(32, 32 + SEED["vocab_size"] - 3)])
-    masker = BertMasker.for_tokenizer(tokenizer)
+    data = RunData.prepare(TrainConfig(), load_text("tinyshakespeare"))
+    train_ids = data.train_ids.to(device)
+    masker = data.masker.to(device)
     optimizer = torch.optim.Adam(model.parameters(), betas=(0.9, 0.98), eps=1e-9)
     scheduler = NoamScheduler(optimizer, SEED["d_model"], warmup=2000)
-    data = torch.Generator(device=device).manual_seed(1)
+    windows = torch.Generator(device=device).manual_seed(1)
     masks = torch.Generator(device=device).manual_seed(2)
-    shape = (SEED["batch_size"], SEED["seq_len"])
 
     def step():
-        ids = torch.randint(3, SEED["vocab_size"], shape, generator=data, device=device)
+        ids = random_windows(train_ids, SEED["batch_size"], SEED["seq_len"], windows)
         return train_step(model, ids, masker, masks, optimizer, scheduler, clip_norm=1.0)
 
     for _ in range(warmup_steps):
         step()
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(steps):
-        result = step()
-    float(result.loss)   # wait for the device
+    pending = []
+    for number in range(1, steps + 1):
+        pending.append(step())
+        if number % LOG_EVERY == 0 or number == steps:
+            float(torch.stack([r.loss for r in pending]).mean())    # what the Trainer's log reads
+            pending = []
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tokens = steps * SEED["batch_size"] * SEED["seq_len"]
     return {"kind": kind, "parameters": sum(p.numel() for p in model.parameters()),
-            "tokens_per_second": steps * shape[0] * shape[1] / seconds,
+            "tokens_per_second": tokens / seconds,
             "ms_per_step": 1000 * seconds / steps, "peak_rss_mib": peak_kib / 1024,
             "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None}
 
@@ -107,8 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
-    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
+    parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--measure", choices=["scratchmlm", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:   # child process: one model, one round, JSON on stdout
@@ -120,9 +136,12 @@ def main() -> None:
           f"batch {SEED['batch_size']} x seq {SEED['seq_len']}, d_model {SEED['d_model']}, "
           f"d_ff {SEED['d_ff']}, {SEED['num_heads']} heads, {SEED['num_layers']} layers")
     flops = training_flops_per_token(**SEED)
-    peak = matmul_peak_gflops(device)
-    print(f"training FLOPs per token: {flops / 1e6:.2f} MFLOP; measured fp32 matmul peak "
-          f"(2048^3): {peak:.0f} GFLOP/s")
+    square = matmul_peak_gflops(device)
+    tokens = SEED["batch_size"] * SEED["seq_len"]
+    peak = matmul_peak_gflops(device, tokens, SEED["d_model"], 3 * SEED["d_model"])   # the qkv projection
+    print(f"training FLOPs per token: {flops / 1e6:.2f} MFLOP; measured fp32 matmul peak: {square:.0f} GFLOP/s "
+          f"at 2048^3, {peak:.0f} GFLOP/s at the model's {tokens}x{SEED['d_model']}x{3 * SEED['d_model']} "
+          f"(MFU is against the latter)")
     runs: dict[str, list[dict]] = {"scratchmlm": [], "torch": []}
     for _ in range(args.rounds):
         for kind in runs:   # interleaved, each in a fresh process (its own peak memory)
