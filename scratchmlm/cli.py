@@ -223,7 +223,9 @@ def cmd_train(args) -> int:
         device = RunConfig.load(args.run_dir / "config.json").train.device
     world = start_world(device or "auto")
     try:
-        return _train(args, world)
+        status = _train(args, world)
+        world.barrier()       # every rank is done before any tears the process group down
+        return status
     finally:
         stop_world(world)
 
