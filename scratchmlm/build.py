@@ -2,8 +2,12 @@
 
 Data flows one way, and ``RunData.prepare`` follows it:
 
-    text -> split at int(0.9 * len) -> CharTokenizer -> train ids / valid ids -> BertMasker
+    text -> split at int(0.9 * len) -> tokenizer -> train ids / valid ids -> masker
          -> frozen validation set (fixed windows, fixed masks, sha256 fingerprint)
+
+The tokenizer is a ``CharTokenizer`` (the alphabet of the whole text) or a ``SubwordTokenizer``
+learned from the training split alone; the masker is BERT's, whole-word or span
+(``--tokenizer``, ``--masking``).
 
 One ``seed`` gives four independent seeds (initialisation, batches, masking, dropout), so a run
 is reproducible and changing, say, the batch order leaves the initial weights alone.
@@ -22,8 +26,9 @@ from .config import ModelConfig, TrainConfig
 from .corpus import load_text, split_text
 from .errors import ScratchMLMError
 from .evaluate import EvalResult, bigram_infill_baseline, unigram_baseline
-from .masking import BertMasker
+from .masking import BertMasker, SpanMasker, WholeWordMasker
 from .model import TransformerMLM
+from .subword_tokenizer import DEFAULT_VOCAB_SIZE, SubwordTokenizer
 from .tokenizer import CharTokenizer
 
 
@@ -120,11 +125,31 @@ def check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
             f"--d-ff, --num-layers or --valid-windows.")
 
 
+def make_tokenizer(train_config: TrainConfig, text: str, train_text: str):
+    """The vocabulary ``--tokenizer`` asks for: the characters of ``text``, or BPE / WordPiece
+    subwords learned from ``train_text`` (the training split) with ``--vocab-size`` ids."""
+    if train_config.tokenizer == "char":
+        return CharTokenizer.from_text(text)
+    return SubwordTokenizer.train(train_text, train_config.tokenizer, train_config.vocab_size or DEFAULT_VOCAB_SIZE)
+
+
+def make_masker(tokenizer, train_config: TrainConfig) -> BertMasker:
+    """The masker ``--masking`` asks for (``bert``, ``whole-word`` or ``span``), with the run's
+    probabilities, for ``tokenizer``."""
+    probabilities = dict(select_prob=train_config.select_prob, mask_token_prob=train_config.mask_token_prob,
+                         random_token_prob=train_config.random_token_prob)
+    if train_config.masking == "whole-word":
+        return WholeWordMasker.for_tokenizer(tokenizer, **probabilities)
+    if train_config.masking == "span":
+        return SpanMasker.for_tokenizer(tokenizer, span_mean=train_config.span_mean, **probabilities)
+    return BertMasker.for_tokenizer(tokenizer, **probabilities)
+
+
 @dataclass
 class RunData:
     """Everything a run derives from its text: tokenizer, token streams, masker, validation set."""
 
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | SubwordTokenizer
     train_ids: torch.Tensor
     valid_text: str
     masker: BertMasker
@@ -132,18 +157,22 @@ class RunData:
 
     @classmethod
     def prepare(cls, train_config: TrainConfig, text: str | None = None,
-                tokenizer: CharTokenizer | None = None) -> "RunData":
+                tokenizer: CharTokenizer | SubwordTokenizer | None = None) -> "RunData":
         """Load ``train_config.data`` (unless ``text`` is given) and derive everything from it.
 
-        A given ``tokenizer`` (a trained run's) is used as it is; otherwise the alphabet is the
-        text's.
+        A given ``tokenizer`` (a trained run's) is used as it is; otherwise ``make_tokenizer``
+        builds the one the configuration asks for.
         """
         text = load_text(train_config.data) if text is None else text
         split = split_text(text, min_length=train_config.seq_len)
-        tokenizer = tokenizer or CharTokenizer.from_text(text)
+        tokenizer = tokenizer or make_tokenizer(train_config, text, split.train)
         train_ids = tokenizer.encode(split.train, parse_special=False)
         valid_ids = tokenizer.encode(split.valid, parse_special=False)
-        masker = BertMasker.from_config(tokenizer, train_config)
+        for name, ids in (("training", train_ids), ("validation", valid_ids)):
+            if len(ids) < train_config.seq_len:
+                raise ScratchMLMError(f"The {name} split is {len(ids)} tokens long, shorter than one window of "
+                                      f"--seq-len {train_config.seq_len}; use a longer text or a shorter --seq-len.")
+        masker = make_masker(tokenizer, train_config)
         valid = FrozenValidationSet.build(valid_ids, masker, train_config.seq_len, train_config.valid_windows)
         if not bool(valid.batch.selected.any()):
             raise ScratchMLMError(f"The validation set ({len(valid)} windows x {train_config.seq_len}) has no "

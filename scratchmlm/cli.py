@@ -52,8 +52,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title
     """One flag per field of ``config_class``, with the field's help text and choices."""
     group = parser.add_argument_group(f"{group_title} settings")
     for field in dataclasses.fields(config_class):
-        if field.name == "vocab_size":
-            continue  # always taken from the data
+        if config_class is ModelConfig and field.name == "vocab_size":
+            continue  # always taken from the tokenizer
         kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}[field.type]
         choices = field.metadata.get("choices")
         group.add_argument("--" + field.name.replace("_", "-"), dest=f"{group_title}.{field.name}",
@@ -259,6 +259,10 @@ def _train(args, world) -> int:
         return 0 if trainer.stopped_by is None else 128 + int(trainer.stopped_by)
     if args.resume:
         trainer.config.save(run_dir / "config.json")    # the new --steps
+    if trainer.unknown_characters:
+        listed = ", ".join(f"{char!r} x{count}" for char, count in sorted(trainer.unknown_characters.items()))
+        print(f"scratchmlm: {len(trainer.unknown_characters)} character(s) of the new text are not in the vocabulary "
+              f"of {trainer.config.train.init_from} and are read as [UNK]: {listed}", file=sys.stderr)
     if not args.quiet:
         processes = f" x {world.world_size} processes" if world.distributed else ""
         print(f"scratchmlm: training {trainer.model.num_parameters():,} parameters on "
@@ -268,6 +272,8 @@ def _train(args, world) -> int:
         print()
         print(trainer.samples(count=6).render(args.color))
         print()
+    if trainer.config.train.init_from:
+        _print_before_and_after(run_dir)
     if result:
         mask = result["by_kind"]["mask"]["top1"]
         print(f"step {result['step']}: validation top-1 {result['top1']:.3f} "
@@ -281,6 +287,19 @@ def _train(args, world) -> int:
               f"(continue with --resume)", file=sys.stderr)
         return 128 + int(trainer.stopped_by)
     return 0
+
+
+def _print_before_and_after(run_dir) -> None:
+    """Domain adaptation: the first and the last evaluation on the new text, side by side."""
+    from .run_dir import read_metrics
+
+    evals = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if r["type"] == "eval"]
+    if len(evals) < 2:
+        return
+    for label, record in (("before", evals[0]), ("after", evals[-1])):
+        perplexity = "inf" if record["perplexity"] is None else f"{record['perplexity']:.2f}"
+        print(f"{label:>6} (step {record['step']}): perplexity {perplexity}, pseudo-perplexity "
+              f"{record.get('pseudo_perplexity', float('nan')):.2f}, top-1 {record['top1']:.3f} on the new text")
 
 
 def cmd_evaluate(args) -> int:
@@ -332,15 +351,15 @@ def _validation_prompts(config: RunConfig, count: int, rng) -> list[str]:
 def cmd_sample(args) -> int:
     import torch
 
-    from .masking import BertMasker
+    from .build import make_masker
     from .run_dir import load_run
     from .sample import fill_prompts
 
     model, tokenizer, config, _ = load_run(args.run, args.checkpoint, args.device)
     rng = torch.Generator().manual_seed(args.seed)
     prompts = args.prompt or _validation_prompts(config, args.count, rng)
-    masker = BertMasker.from_config(tokenizer, config.train)
-    samples = fill_prompts(model, tokenizer, prompts, masker, rng)
+    masker = make_masker(tokenizer, config.train)
+    samples = fill_prompts(model, tokenizer, prompts, masker, rng, strict=bool(args.prompt))
     if args.json:
         _print_json(samples.to_records())
         return 0

@@ -68,12 +68,21 @@ class TrainConfig:
     device: str = setting("auto", "auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
     steps: int = setting(6000, "optimizer steps to train for (a resumed run continues up to this number)")
     batch_size: int = setting(64, "windows per training batch")
-    seq_len: int = setting(32, "characters per window")
+    seq_len: int = setting(32, "tokens per window (characters with the char tokenizer)")
+    tokenizer: str = setting("char", "the vocabulary: one id per character, or subwords learned from the "
+                                     "training split by BPE or WordPiece", ("char", "bpe", "wordpiece"))
+    vocab_size: int = setting(0, "size of a learned subword vocabulary, specials included (0: 1000); the "
+                                 "char tokenizer's vocabulary is the text's alphabet")
     # masking
     select_prob: float = setting(0.15, "share of positions the masker selects for prediction")
     mask_token_prob: float = setting(0.8, "of the selected, the share shown as [MASK]")
     random_token_prob: float = setting(0.1, "of the selected, the share replaced by a random real character "
                                             "(the rest stay unchanged)")
+    masking: str = setting("bert", "what is selected: single tokens (bert), whole words (whole-word) or "
+                                   "spans of geometric length (span)", ("bert", "whole-word", "span"))
+    span_mean: float = setting(3.0, "span masking: the mean span length in tokens (at least 1)")
+    init_from: str = setting("", "continue pre-training from this run's best weights, keeping its model "
+                                 "and vocabulary (domain adaptation); empty: start from random weights")
     # optimiser and schedule
     noam_factor: float = setting(1.0, "scales the whole Noam schedule: peak lr = factor * (d_model * warmup)^-0.5")
     warmup: int = setting(2000, "Noam warm-up steps: the learning rate rises linearly to its peak at this step")
@@ -135,6 +144,14 @@ class TrainConfig:
             raise ScratchMLMError(f"clip_norm must be positive, got {self.clip_norm}.")
         if not 0.0 <= self.stop_at_top1 <= 1.0:
             raise ScratchMLMError(f"stop_at_top1 must be an accuracy in [0, 1] (0: off), got {self.stop_at_top1}.")
+        if self.tokenizer == "char" and self.vocab_size != 0:
+            raise ScratchMLMError(f"vocab_size ({self.vocab_size}) applies to --tokenizer bpe or wordpiece; the "
+                                  f"char tokenizer's vocabulary is the text's alphabet. Leave --vocab-size out.")
+        if self.vocab_size < 0:
+            raise ScratchMLMError(f"vocab_size must be positive (or 0 for the default), got {self.vocab_size}.")
+        if not self.span_mean >= 1.0:
+            raise ScratchMLMError(f"span_mean must be at least 1 (a span holds at least one token), "
+                                  f"got {self.span_mean}.")
         if self.early_stopping_patience < 0:
             raise ScratchMLMError("early_stopping_patience must be >= 0 (0 turns it off).")
         return self

@@ -112,14 +112,27 @@ class EvalResult:
                 f"CE {self.overall.loss:.3f}  ppl {self.overall.perplexity:.2f}  | top-1 by kind: {kinds}")
 
 
-def score_log_probs(log_probs: torch.Tensor, labels: torch.Tensor, kinds: torch.Tensor,
-                    fingerprint: str, name: str) -> EvalResult:
-    """Score log-probabilities ``[n, vocab]`` of the ``n`` selected positions, whose true ids are
-    ``labels`` ``[n]`` and whose masking kinds are ``kinds`` ``[n]``."""
+def position_scores(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per position, from log-probabilities ``[n, vocab]`` and true ids ``labels`` ``[n]``: the
+    negative log-likelihood, and whether the true id is the best and among the 5 best guesses,
+    as ``[3, n]`` float64 (``nll, hit1, hit5``)."""
     nll = -log_probs.gather(1, labels[:, None]).squeeze(1)               # [n]
     top5 = log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices     # [n, 5]
     hit1 = top5[:, 0] == labels
     hit5 = (top5 == labels[:, None]).any(dim=1)
+    return torch.stack([nll.double(), hit1.double(), hit5.double()])
+
+
+def score_log_probs(log_probs: torch.Tensor, labels: torch.Tensor, kinds: torch.Tensor,
+                    fingerprint: str, name: str) -> EvalResult:
+    """Score log-probabilities ``[n, vocab]`` of the ``n`` selected positions, whose true ids are
+    ``labels`` ``[n]`` and whose masking kinds are ``kinds`` ``[n]``."""
+    return summarise(position_scores(log_probs, labels), kinds, fingerprint, name)
+
+
+def summarise(per_position: torch.Tensor, kinds: torch.Tensor, fingerprint: str, name: str) -> EvalResult:
+    """Overall and per-kind means of ``position_scores`` ``[3, n]`` of positions of ``kinds`` ``[n]``."""
+    nll, hit1, hit5 = per_position[0], per_position[1].bool(), per_position[2].bool()
 
     def scores(where: torch.Tensor) -> Scores:
         n = int(where.sum())
@@ -129,7 +142,7 @@ def score_log_probs(log_probs: torch.Tensor, labels: torch.Tensor, kinds: torch.
                       nll[where].double().mean().item())
 
     by_kind = {kind_name: scores(kinds == kind) for kind, kind_name in KIND_NAMES.items()}
-    return EvalResult(scores(torch.ones_like(labels, dtype=torch.bool)), by_kind, fingerprint, name)
+    return EvalResult(scores(torch.ones_like(kinds, dtype=torch.bool)), by_kind, fingerprint, name)
 
 
 def _selected(batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,14 +156,16 @@ def evaluate(model: torch.nn.Module, valid: FrozenValidationSet, batch_size: int
     """The model's scores on the frozen validation set (eval mode; training mode is restored)."""
     device = next(model.parameters()).device
     batch = valid.batch.to("cpu")
-    log_probs = []
+    per_position = []
     with eval_mode(model):
         for start in range(0, len(valid), batch_size):
             rows = slice(start, start + batch_size)
             logits = model(valid.batch.inputs[rows].to(device)).float().cpu()      # [rows, seq, vocab]
-            log_probs.append(F.log_softmax(logits[batch.labels[rows] != IGNORE_INDEX], dim=-1))
-    _, labels, kinds = _selected(batch)
-    return score_log_probs(torch.cat(log_probs), labels, kinds, valid.fingerprint, "model")
+            selected = batch.labels[rows] != IGNORE_INDEX
+            log_probs = F.log_softmax(logits[selected], dim=-1)                    # [n_rows, vocab]
+            per_position.append(position_scores(log_probs, batch.labels[rows][selected]))
+    _, _, kinds = _selected(batch)
+    return summarise(torch.cat(per_position, dim=1), kinds, valid.fingerprint, "model")
 
 
 def unigram_log_probs(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -167,34 +182,59 @@ def bigram_log_table(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return (counts / counts.sum(dim=1, keepdim=True)).log()
 
 
+SCORING_CHUNK = 1024    # positions scored at once by the baselines: [1024, vocab] float64 at most
+
+
 def unigram_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int) -> EvalResult:
     _, labels, kinds = _selected(valid.batch.to("cpu"))
-    log_probs = unigram_log_probs(train_ids, vocab_size).expand(len(labels), vocab_size)
-    return score_log_probs(log_probs, labels, kinds, valid.fingerprint, "unigram")
+    unigram = unigram_log_probs(train_ids, vocab_size)
+    per_position = [position_scores(unigram.expand(len(chunk), vocab_size), chunk)
+                    for chunk in labels.split(SCORING_CHUNK)]
+    return summarise(torch.cat(per_position, dim=1), kinds, valid.fingerprint, "unigram")
+
+
+def bigram_counts(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``counts[a, b]`` = how often ``b`` follows ``a`` in the training ids, as a sparse ``[vocab,
+    vocab]`` tensor: only the pairs that occur are stored (a subword vocabulary of 8000 would
+    need 512 MB as a dense float64 table; its text holds a few hundred thousand distinct pairs)."""
+    ids = train_ids.cpu()
+    pairs, counts = torch.unique(ids[:-1] * vocab_size + ids[1:], return_counts=True)
+    return torch.sparse_coo_tensor(torch.stack([pairs // vocab_size, pairs % vocab_size]), counts.double(),
+                                   (vocab_size, vocab_size), check_invariants=True).coalesce()
 
 
 def bigram_infill_baseline(train_ids: torch.Tensor, valid: FrozenValidationSet, vocab_size: int,
                            mask_id: int) -> EvalResult:
     """Score ``p(c | left, right) ∝ p(c | left) · p(right | c)`` at every selected position, with
     ``p(c)`` in place of ``p(c | left)`` where the left neighbour is not visible and the factor
-    ``p(right | c)`` left out where the right one is not (see the module docstring)."""
+    ``p(right | c)`` left out where the right one is not (see the module docstring).
+
+    With add-one smoothing, ``log p(b | a) = log(counts[a, b] + 1) - log(row_total[a] + vocab)``;
+    the rows and columns needed are read from the sparse counts, ``SCORING_CHUNK`` positions at a
+    time, so memory stays ``[chunk, vocab]`` whatever the vocabulary."""
     batch = valid.batch.to("cpu")
     flat, labels, kinds = _selected(batch)
     seq_len = batch.inputs.shape[1]
     inputs = batch.inputs.flatten()
-    table = bigram_log_table(train_ids, vocab_size)                      # [vocab, vocab]
-    column = flat % seq_len
-    # the prior over c: log p(c), replaced by log p(c | a) (row a of the table) where the left
-    # neighbour a is visible
-    scores = unigram_log_probs(train_ids, vocab_size).expand(len(flat), vocab_size).clone()  # [n, vocab]
-    left = inputs[(flat - 1).clamp(min=0)]
-    use_left = (column > 0) & (left != mask_id)
-    scores[use_left] = table[left[use_left]]
-    # the likelihood of a visible right neighbour b: log p(b | c) as a function of c is column b
-    right = inputs[(flat + 1).clamp(max=len(inputs) - 1)]
-    use_right = (column < seq_len - 1) & (right != mask_id)
-    scores[use_right] += table[:, right[use_right]].T
-    return score_log_probs(scores.log_softmax(-1), labels, kinds, valid.fingerprint, "bigram infill")
+    counts = bigram_counts(train_ids, vocab_size)                        # sparse [vocab, vocab]
+    counts_by_next = counts.t().coalesce()                               # counts_by_next[b, c] = counts[c, b]
+    log_row_total = (counts.sum(dim=1).to_dense() + vocab_size).log()    # [vocab]
+    unigram = unigram_log_probs(train_ids, vocab_size)                   # [vocab]
+    per_position = []
+    for positions, chunk_labels in zip(flat.split(SCORING_CHUNK), labels.split(SCORING_CHUNK)):
+        column = positions % seq_len
+        # the prior over c: log p(c), replaced by log p(c | a) where the left neighbour a is visible
+        left = inputs[(positions - 1).clamp(min=0)]
+        use_left = (column > 0) & (left != mask_id)
+        after_left = (counts.index_select(0, left).to_dense() + 1).log() - log_row_total[left][:, None]
+        scores = torch.where(use_left[:, None], after_left, unigram)                  # [chunk, vocab]
+        # the likelihood of a visible right neighbour b: log p(b | c) as a function of c
+        right = inputs[(positions + 1).clamp(max=len(inputs) - 1)]
+        use_right = (column < seq_len - 1) & (right != mask_id)
+        before_right = (counts_by_next.index_select(0, right).to_dense() + 1).log() - log_row_total
+        scores = scores + torch.where(use_right[:, None], before_right, 0.0)
+        per_position.append(position_scores(scores.log_softmax(-1), chunk_labels))
+    return summarise(torch.cat(per_position, dim=1), kinds, valid.fingerprint, "bigram infill")
 
 
 @torch.no_grad()

@@ -82,7 +82,7 @@ import torch
 
 from .config import RunConfig, read_json
 from .errors import ScratchMLMError
-from .tokenizer import CharTokenizer
+from .tokenizer import load_tokenizer
 
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
 EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)
@@ -335,7 +335,7 @@ def load_export(path: str | Path, device: str = "auto"):
         raise ScratchMLMError(f"{path / CONFIG_FILE}: 'step' must be an integer >= 0, got {_short(step)}.")
     config = RunConfig.from_dict({"model": description.get("model"), "train": description.get("train")})
     config.model.validate()
-    tokenizer = CharTokenizer.load(path / TOKENIZER_FILE)
+    tokenizer = load_tokenizer(path / TOKENIZER_FILE)
     if config.model.vocab_size != tokenizer.vocab_size:
         raise ScratchMLMError(f"{path / CONFIG_FILE} says vocab_size {config.model.vocab_size} but "
                               f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens.")

@@ -402,7 +402,7 @@ def attention_of_text(model, tokenizer, text: str) -> tuple[list[torch.Tensor], 
     ids = encode_prompt(tokenizer, model, text)
     with eval_mode(model):
         _, attention = model(ids[None].to(next(model.parameters()).device), return_attention=True)
-    return [weights[0].float().cpu() for weights in attention], [tokenizer.vocab[i] for i in ids.tolist()]
+    return [weights[0].float().cpu() for weights in attention], [tokenizer.pieces[i] for i in ids.tolist()]
 
 
 def plot_attention_of_text(model, tokenizer, text: str, layer: int = 0, head: int = 0,

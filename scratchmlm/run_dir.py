@@ -30,7 +30,7 @@ from .build import build_model, resolve_device
 from .checkpoint import load_checkpoint
 from .config import RunConfig, read_json
 from .errors import ScratchMLMError
-from .tokenizer import CharTokenizer
+from .tokenizer import load_tokenizer
 
 CHECKPOINT_KEYS = {"step": int, "device_type": str, "config": dict, "vocab": list, "valid_fingerprint": str,
                    "model": dict, "optimizer": dict, "scheduler": dict, "best_loss": float,
@@ -270,7 +270,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
         raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")
     config = RunConfig.load(run.config)
     config.model.validate()
-    tokenizer = CharTokenizer.load(run.tokenizer)
+    tokenizer = load_tokenizer(run.tokenizer)
     path = run.checkpoint(checkpoint)
     if checkpoint == "best" and not path.is_file() and run.checkpoint("last").is_file():
         raise ScratchMLMError(f"{run.path} has no best.pt yet (it has not been evaluated); "

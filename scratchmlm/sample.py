@@ -35,9 +35,10 @@ ANSI_CORRECT, ANSI_WRONG, ANSI_UNKNOWN = "\x1b[30;42m", "\x1b[97;41m", "\x1b[97;
 VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
 
-def visible(char: str) -> str:
-    """A whitespace character as a visible symbol (fills and tick labels, where a blank would vanish)."""
-    return VISIBLE.get(char, char)
+def visible(piece: str) -> str:
+    """A token with its whitespace made visible (fills and tick labels, where a blank would vanish):
+    ``" "`` -> ``␣``, ``"\n"`` -> ``⏎``; a subword keeps its inner letters (``" king"`` -> ``␣king``)."""
+    return "".join(VISIBLE.get(char, char) for char in piece)
 
 
 @dataclass
@@ -155,10 +156,10 @@ def use_color(color: str = "auto", stream=None) -> bool:
     return not no_color and hasattr(stream, "isatty") and stream.isatty()
 
 
-def encode_prompt(tokenizer, model, text: str) -> torch.Tensor:
+def encode_prompt(tokenizer, model, text: str, strict: bool = True) -> torch.Tensor:
     """A prompt as ids ``[len]``: unknown characters, an empty prompt or one longer than the model
     reads are errors that say so."""
-    ids = tokenizer.encode(text, strict=True)
+    ids = tokenizer.encode(text, strict=strict)
     if len(ids) == 0:
         raise ScratchMLMError("The prompt is empty.")
     if len(ids) > model.max_len:
@@ -168,26 +169,30 @@ def encode_prompt(tokenizer, model, text: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker, rng: torch.Generator) -> Samples:
+def fill_prompts(model, tokenizer, prompts: list[str], masker: BertMasker, rng: torch.Generator,
+                 strict: bool = True) -> Samples:
     """Mask each prompt (a literal ``[MASK]`` stays a mask; a prompt without one is masked by
-    ``masker`` with randomness from ``rng``) and let the model predict every selected position."""
+    ``masker`` with randomness from ``rng``) and let the model predict every selected position.
+
+    A character the vocabulary lacks is an error, or with ``strict=False`` (for lines of a text
+    the model did not learn its vocabulary from) an ``[UNK]`` that is never masked."""
     device = next(model.parameters()).device
     filled = []
     with eval_mode(model):
         for text in prompts:
-            ids = encode_prompt(tokenizer, model, text)
+            ids = encode_prompt(tokenizer, model, text, strict)
             user_masks = ids == tokenizer.mask_id
             if bool(user_masks.any()):
                 inputs, is_fill = ids, user_masks
-                expected = [None if m else tokenizer.vocab[i] for i, m in zip(ids.tolist(), user_masks.tolist())]
+                expected = [None if m else tokenizer.pieces[i] for i, m in zip(ids.tolist(), user_masks.tolist())]
             else:
                 masked = masker(ids[None], rng)
                 inputs, is_fill = masked.inputs[0], masked.selected[0]
-                expected = [tokenizer.vocab[i] for i in ids.tolist()]
+                expected = [tokenizer.pieces[i] for i in ids.tolist()]
             logits = model(inputs[None].to(device))[0].float().cpu()                 # [seq, vocab]
             logits[:, list(tokenizer.special_ids)] = float("-inf")                    # answers are real characters
-            predicted = [tokenizer.vocab[i] for i in logits.argmax(-1).tolist()]
-            shown = [tokenizer.vocab[i] for i in inputs.tolist()]
+            predicted = [tokenizer.pieces[i] for i in logits.argmax(-1).tolist()]
+            shown = [tokenizer.pieces[i] for i in inputs.tolist()]
             filled.append(FilledPrompt(expected, predicted, is_fill.tolist(), shown))
     return Samples(filled)
 
@@ -214,6 +219,7 @@ class FillCandidate:
     score: float
     token: str
     sequence: str
+    token_id: int
 
 
 @dataclass
@@ -246,7 +252,7 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPredictio
         for token_id, score in zip(indices.tolist(), values.tolist()):
             filled = ids.clone()
             filled[position] = token_id
-            candidates.append(FillCandidate(score, tokenizer.vocab[token_id], tokenizer.decode(filled)))
+            candidates.append(FillCandidate(score, tokenizer.pieces[token_id], tokenizer.decode(filled), token_id))
         results.append(MaskPrediction(position, candidates))
     return results
 
@@ -254,7 +260,7 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPredictio
 def fill_mask_records(predictions: list[MaskPrediction], tokenizer) -> list[list[dict]]:
     """Hugging Face fill-mask pipeline records, one list per ``[MASK]`` (even when there is one):
     ``{"score": p, "token": id, "token_str": character, "sequence": filled text}``."""
-    return [[{"score": c.score, "token": tokenizer.token_to_id[c.token], "token_str": c.token,
+    return [[{"score": c.score, "token": c.token_id, "token_str": c.token,
               "sequence": c.sequence} for c in prediction.candidates] for prediction in predictions]
 
 

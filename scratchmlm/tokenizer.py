@@ -54,6 +54,16 @@ class CharTokenizer:
         self.token_to_id: dict[str, int] = {token: i for i, token in enumerate(self.vocab)}
         self._sorted_code_points = _code_points("".join(chars))
         self._decode_table = np.array(self.vocab, dtype=object)
+        #: the text each id stands for (for characters, the vocabulary itself)
+        self.pieces: list[str] = self.vocab
+        # Whole-word masking: a word is a run of letters and apostrophes, so a position continues
+        # the word of the one before it when both are such characters.
+        in_word = torch.tensor([i >= self.first_real_id and (token.isalpha() or token == "'")
+                                for i, token in enumerate(self.vocab)])
+        #: per id: this character can continue the word before it
+        self.starts_inside_word = in_word
+        #: per id: a word can go on after this character
+        self.ends_inside_word = in_word
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
@@ -74,6 +84,10 @@ class CharTokenizer:
         return len(SPECIAL_TOKENS)
 
     # -- encoding -----------------------------------------------------------------------------
+    def unknown_characters(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` outside the alphabet (they become ``[UNK]``)."""
+        return sorted(set(text) - set(self.characters))
+
     def encode_array(self, text: str, strict: bool = False, offset: int = 0) -> np.ndarray:
         """Encode plain text (no special-token parsing) to an int64 array, vectorised.
 
@@ -179,6 +193,22 @@ class CharTokenizer:
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer a run stored in ``tokenizer.json``: a ``CharTokenizer`` (WordLevel model) or a
+    ``SubwordTokenizer`` (BPE or WordPiece model)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return CharTokenizer.load(path)        # which names exactly what is wrong with the file
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and model.get("type") in ("BPE", "WordPiece"):
+        from .subword_tokenizer import SubwordTokenizer
+
+        return SubwordTokenizer.from_json(path.read_text(encoding="utf-8"), path)
+    return CharTokenizer.load(path)
 
 
 # -- reading tokenizer.json ----------------------------------------------------------------------

@@ -38,15 +38,15 @@ from .config import RunConfig
 from .corpus import TINY_SHAKESPEARE, load_text
 from .distributed import World
 from .errors import ScratchMLMError
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, pseudo_perplexity
 from .interrupt import SIGNAL_NAMES, StopRequests
 from .model import TransformerMLM
 from .noam import NoamScheduler
 from .precision import prepare_for_training
-from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, load_model_state, read_metrics
+from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, load_model_state, load_run, read_metrics
 from .sample import Samples, fill_prompts, validation_prompts
 from .step import StepResult, train_step
-from .tokenizer import CharTokenizer
+from .tokenizer import load_tokenizer
 
 
 class Trainer:
@@ -65,6 +65,8 @@ class Trainer:
         train = config.train.validate()
         if train.data != TINY_SHAKESPEARE and text is None:   # the run must find its data from anywhere
             train.data = str(Path(train.data).expanduser().resolve())
+        if train.init_from:
+            train.init_from = str(Path(train.init_from).expanduser().resolve())
         self.run = RunDirectory(run_dir)
         self.world = world = world or World()
         self.progress = progress and world.is_main
@@ -75,6 +77,7 @@ class Trainer:
         self.last_eval_step: int | None = None
         self.last_saved_step: int | None = None
         self.stopped_by: int | None = None     # the signal that stopped the last train(), if any
+        self.unknown_characters: dict[str, int] = {}   # --init-from: characters the vocabulary lacks
         self.metrics = MetricsLog(self.run.metrics)
         if resume:
             if not self.run.checkpoint("last").is_file():
@@ -82,7 +85,7 @@ class Trainer:
             if world.is_main:
                 self.run.lock()
             try:
-                self._build(text)
+                self._build(text, tokenizer=load_tokenizer(self.run.tokenizer))
                 self._restore(load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS))
                 if train.steps <= self.step:
                     raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps "
@@ -100,21 +103,33 @@ class Trainer:
             if world.is_main:
                 self._create_run()
             world.barrier()        # the other ranks wait until rank 0 has written the run directory
-            self.save("last")      # step 0: a run that stops before its first evaluation can be resumed
+            if self.config.train.init_from:
+                self._evaluate_and_checkpoint()     # the starting point, scored on the new text
+            else:
+                self.save("last")  # step 0: a run that stops before its first evaluation can be resumed
 
-    def _build(self, text: str | None) -> None:
-        """Data, model, optimizer, schedule and random generators, as the configuration says."""
+    def _build(self, text: str | None, tokenizer=None) -> None:
+        """Data, model, optimizer, schedule and random generators, as the configuration says.
+
+        ``tokenizer``: a resumed run's own. With ``init_from``, the model and the vocabulary are
+        those of the run it continues, and its weights are the starting point."""
         config, train = self.config, self.config.train
         text = load_text(train.data) if text is None else text
         if self.world.is_main and self.run.config.is_file():
             self.run.check_data(text)
         self.text = text
-        self.data = RunData.prepare(train, text)
+        initial_weights = None
+        if train.init_from:
+            initial_weights, tokenizer = self._take_from(train.init_from, text)
+        self.data = RunData.prepare(train, text, tokenizer=tokenizer)
         config.model.vocab_size = self.data.tokenizer.vocab_size
         config.model.max_len = max(config.model.max_len, train.seq_len)
         check_memory(config.model, train)
         seeds = derive_seeds(train.seed, self.world.rank)
-        self.model: TransformerMLM = build_model(config.model, seeds["init"]).to(self.device)
+        self.model: TransformerMLM = build_model(config.model, seeds["init"])
+        if initial_weights is not None:
+            load_model_state(self.model, initial_weights, Path(train.init_from))
+        self.model.to(self.device)
         self.model.set_fused_attention(train.fused_attention)
         # The module train_step calls: the model itself, or the model wrapped -- gradients averaged
         # across processes, bf16 autocast, torch.compile -- with the same parameters.
@@ -134,6 +149,21 @@ class Trainer:
         self.mask_rng = torch.Generator(device=self.device).manual_seed(seeds["masking"])
         torch.manual_seed(seeds["dropout"])   # dropout draws from the global generator
 
+    def _take_from(self, source: str, text: str) -> tuple[dict, object]:
+        """Domain adaptation: the best weights and the tokenizer of the run ``source``, whose model
+        settings this run adopts. Characters of ``text`` the vocabulary lacks become ``[UNK]``;
+        ``self.unknown_characters`` counts them."""
+        _, tokenizer, source_config, state = load_run(source, "best", "cpu")
+        train = self.config.train
+        if train.seq_len > source_config.model.max_len:
+            raise ScratchMLMError(f"--seq-len {train.seq_len} is longer than the {source_config.model.max_len} "
+                                  f"tokens the model of {source} reads; use --seq-len {source_config.model.max_len} "
+                                  f"or less.")
+        self.config.model = copy.deepcopy(source_config.model)
+        train.tokenizer, train.vocab_size = source_config.train.tokenizer, source_config.train.vocab_size
+        self.unknown_characters = {char: text.count(char) for char in tokenizer.unknown_characters(text)}
+        return state["model"], tokenizer
+
     def _create_run(self) -> None:
         """Write a new run directory; if that fails half-way, remove it again (it was empty)."""
         baselines = self.data.baselines()
@@ -145,6 +175,9 @@ class Trainer:
             for baseline in baselines:
                 self.metrics.append({"type": "baseline", "name": baseline.name.split()[0], "step": 0,
                                      **baseline.to_dict()})
+            if self.config.train.init_from:
+                self.metrics.append({"type": "init", "step": 0, "from": self.config.train.init_from,
+                                     "unknown_characters": self.unknown_characters})
         except BaseException:
             for path in sorted(self.run.path.rglob("*"), reverse=True):
                 path.rmdir() if path.is_dir() else path.unlink()
@@ -242,6 +275,8 @@ class Trainer:
             if not math.isfinite(result.overall.loss):
                 self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
             record = {"type": "eval", "step": self.step, "time": time.time(), "seconds": seconds, **result.to_dict()}
+            if self.config.train.init_from:     # domain adaptation also tracks the pseudo-perplexity
+                record["pseudo_perplexity"] = self.pseudo_perplexity()
             self.metrics.append(record)
             if result.overall.loss < self.best_loss:
                 self.best_loss = result.overall.loss
@@ -251,6 +286,12 @@ class Trainer:
                 self.evals_without_improvement += 1
         self.save("last")
         return record
+
+    def pseudo_perplexity(self, length: int = 1000) -> float:
+        """Pseudo-perplexity of the first ``length`` tokens of the validation text (each masked in
+        turn, inside a window of ``seq_len``)."""
+        ids = self.data.tokenizer.encode(self.data.valid_text, parse_special=False)[:length]
+        return pseudo_perplexity(self.model, ids, self.data.tokenizer.mask_id, self.config.train.seq_len)
 
     def _stop_reason(self, last_eval: dict) -> str | None:
         """Why to stop after this evaluation (``None``: go on): patience run out, or a target reached."""
@@ -265,7 +306,7 @@ class Trainer:
         """Validation lines masked and filled; which lines and masks depends only on seed and step."""
         rng = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + self.step)
         prompts = validation_prompts(self.data.valid_text, count, self.config.train.seq_len, rng)
-        return fill_prompts(self.model, self.data.tokenizer, prompts, self.data.masker, rng)
+        return fill_prompts(self.model, self.data.tokenizer, prompts, self.data.masker, rng, strict=False)
 
     def _write_samples(self) -> None:
         samples = self.samples()
@@ -339,7 +380,7 @@ class Trainer:
             raise ScratchMLMError(f"The configuration differs from the one checkpoints/last.pt was trained with "
                                   f"({', '.join(changed)}); a resumed run keeps its settings (only steps may "
                                   f"change). Restore its config.json, or start a new run.")
-        saved_tokenizer = CharTokenizer.load(self.run.tokenizer)
+        saved_tokenizer = load_tokenizer(self.run.tokenizer)
         if state["vocab"] != saved_tokenizer.vocab:
             raise ScratchMLMError(f"{self.run.tokenizer} does not match checkpoints/last.pt (a different "
                                   f"vocabulary); restore the run's own tokenizer.json.")
