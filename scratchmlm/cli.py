@@ -317,7 +317,7 @@ def cmd_evaluate(args) -> int:
     baselines = data.baselines()
     text = args.text if args.text is not None else data.valid_text[:1000]
     what = "the text" if args.text is not None else "the first 1000 validation characters"
-    ids = tokenizer.encode(text, strict=True, parse_special=False)
+    ids = tokenizer.encode(text, strict=args.text is not None, parse_special=False)
     if len(ids) == 0:
         raise ScratchMLMError("--text is empty.")
     pseudo = pseudo_perplexity(model, ids, tokenizer.mask_id, config.train.seq_len)
