@@ -56,6 +56,8 @@ def parse_arguments(description: str, steps: int = 2000, seeds: int = 2) -> argp
                         help=f"seeds to repeat every variant with (default {list(range(seeds))})")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"where the results table and JSON go (default {RESULTS})")
     return parser.parse_args()
 
 
@@ -135,7 +137,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def save(name: str, args, variants, results, rows, fingerprint: str) -> None:
-    out = RESULTS / name
+    out = args.results / name
     out.mkdir(parents=True, exist_ok=True)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     record = {

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, parse_arguments, seed_validation_set
+from common import parse_arguments, seed_validation_set
 from make_domain_text import generate
 from tqdm.auto import tqdm
 
@@ -105,7 +105,7 @@ def main() -> None:
           f"(fingerprint {rows[0]['scratch']['fingerprint'][:12]} against {rows[0]['before']['fingerprint'][:12]})")
     print(f"wall time per seed: adapted {rows[0]['adapted_seconds']:.0f} s, from scratch "
           f"{rows[0]['scratch_seconds']:.0f} s")
-    out = RESULTS / "domain_adaptation"
+    out = parser_args.results / "domain_adaptation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"steps": parser_args.steps, "seeds": parser_args.seeds,
                                                   "source": "scratchmlm/demo", "rows": rows}, indent=1) + "\n")
