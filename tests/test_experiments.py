@@ -1,0 +1,43 @@
+"""The experiment scripts run, as a user runs them (tiny budgets), and the domain text is ours and
+reproducible."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("make_domain_text", REPO / "experiments" / "make_domain_text.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_domain_text_is_reproducible_and_uses_the_stated_characters(tmp_path):
+    generate = load_generator().generate
+    text = generate(50_000, seed=0)
+    assert text == generate(50_000, seed=0) != generate(50_000, seed=1)
+    assert 50_000 <= len(text) < 52_000 and text.endswith("\n")
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n!',-.:;?")
+    assert set(text) <= allowed and set("0123456789") <= set(text)
+    assert len({word.strip(".,;:?!'").lower() for word in text.split()}) > 150
+    out = tmp_path / "logbook.txt"
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "make_domain_text.py"), str(out),
+                             "--chars", "20000", "--seed", "3"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and out.read_text() == generate(20_000, seed=3)
+
+
+def test_an_experiment_script_trains_its_variants_and_writes_its_table(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "curriculum.py"), "--steps", "4",
+                             "--seeds", "0", "--device", "cpu", "--out", str(tmp_path / "runs"),
+                             "--results", str(tmp_path / "results")],
+                            capture_output=True, text=True, timeout=600, cwd=REPO / "experiments")
+    assert result.returncode == 0, result.stderr
+    assert "fixed 32 x 64" in result.stdout and "16 x 128, then 32 x 64" in result.stdout
+    assert "fingerprint 7fb70d363975" in result.stdout
+    record = json.loads((tmp_path / "results" / "curriculum" / "results.json").read_text())
+    assert [run["steps"] for run in record["runs"]] == [4, 4] and record["seeds"] == [0]
