@@ -372,6 +372,9 @@ class Trainer:
 
     def _restore(self, state: dict) -> None:
         """Continue from a ``last.pt``, after checking it belongs to this data and this machine."""
+        if state["vocab"] != self.data.tokenizer.vocab:      # resume reads the run's own tokenizer.json
+            raise ScratchMLMError(f"{self.run.tokenizer} does not match checkpoints/last.pt (a different "
+                                  f"vocabulary); restore the run's own tokenizer.json.")
         saved, now = dict(state["config"]), self.config.to_dict()
         changed = sorted(f"{section}.{name}" for section in ("model", "train") for name in now[section]
                          if (section, name) != ("train", "steps")
@@ -380,13 +383,6 @@ class Trainer:
             raise ScratchMLMError(f"The configuration differs from the one checkpoints/last.pt was trained with "
                                   f"({', '.join(changed)}); a resumed run keeps its settings (only steps may "
                                   f"change). Restore its config.json, or start a new run.")
-        saved_tokenizer = load_tokenizer(self.run.tokenizer)
-        if state["vocab"] != saved_tokenizer.vocab:
-            raise ScratchMLMError(f"{self.run.tokenizer} does not match checkpoints/last.pt (a different "
-                                  f"vocabulary); restore the run's own tokenizer.json.")
-        if state["vocab"] != self.data.tokenizer.vocab:
-            raise ScratchMLMError(f"The checkpoint was saved with a different vocabulary than "
-                                  f"{self.config.train.data} gives; restore the run's original text file.")
         if state["device_type"] != self.device.type:
             raise ScratchMLMError(
                 f"This run was trained on {state['device_type']} and cannot be resumed exactly on "
