@@ -66,6 +66,7 @@ def main(run_dir: str) -> None:
             torch.equal(a, b) for a, b in zip(weights[0], weights[1]))
         report["step"] = trainer.step
         print("REPORT " + json.dumps(report), flush=True)
+    world.barrier()          # every rank is done before any tears the process group down
     stop_world(world)
 
 
