@@ -29,14 +29,13 @@ reads it and gives the same ids.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import ScratchMLMError
-from .tokenizer import MASK, PAD, SPECIAL_TOKENS, UNK, UNK_ID
+from .tokenizer import MASK, PAD, SPECIAL_TOKENS, UNK, write_tokenizer_file
 
 SUBWORD_KINDS = ("bpe", "wordpiece")
 DEFAULT_VOCAB_SIZE = 1000
@@ -85,13 +84,13 @@ def _learn_merges(text: str, vocab_size: int) -> tuple[list[str], list[tuple[str
     return [_unmark(token) for token in vocab], [(_unmark(a), _unmark(b)) for a, b in merges]
 
 
-def _pipeline(hf, lstrip_mask: bool = True):
+def _pipeline(hf):
     """Give a Hugging Face tokenizer the pre-tokenizer, decoder and special tokens described above."""
     from tokenizers import AddedToken, Regex, decoders, pre_tokenizers
 
     hf.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
     hf.decoder = decoders.Sequence([decoders.Replace(CONTINUATION, ""), decoders.Fuse()])
-    hf.add_special_tokens([AddedToken(PAD, special=True), AddedToken(MASK, special=True, lstrip=lstrip_mask),
+    hf.add_special_tokens([AddedToken(PAD, special=True), AddedToken(MASK, special=True, lstrip=True),
                            AddedToken(UNK, special=True)])
     return hf
 
@@ -223,18 +222,7 @@ class SubwordTokenizer:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the Hugging Face ``tokenizer.json`` atomically (temporary file, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "w", encoding="utf-8", newline="\n") as file:
-                file.write(self.hf.to_str(pretty=True) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise ScratchMLMError(f"Cannot write the tokenizer to {path}: "
-                                  f"{error.strerror or type(error).__name__}.") from None
+        write_tokenizer_file(path, self.hf.to_str(pretty=True))
 
     @classmethod
     def from_json(cls, text: str, path: str | Path = "tokenizer.json") -> "SubwordTokenizer":
