@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from scratchmlm import NoamScheduler, TransformerMLM, load_text  # noqa: E402
 from scratchmlm.batches import random_windows  # noqa: E402
-from scratchmlm.build import RunData  # noqa: E402
+from scratchmlm.build import RunData, make_optimizer  # noqa: E402
 from scratchmlm.config import TrainConfig  # noqa: E402
 from scratchmlm.step import train_step  # noqa: E402
 
@@ -91,7 +91,7 @@ def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
     data = RunData.prepare(TrainConfig(), load_text("tinyshakespeare"))
     train_ids = data.train_ids.to(device)
     masker = data.masker.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), betas=(0.9, 0.98), eps=1e-9)
+    optimizer = make_optimizer(model.parameters(), TrainConfig())       # the Trainer's optimizer
     scheduler = NoamScheduler(optimizer, SEED["d_model"], warmup=2000)
     windows = torch.Generator(device=device).manual_seed(1)
     masks = torch.Generator(device=device).manual_seed(2)

@@ -86,10 +86,13 @@ class TrainConfig:
     # optimiser and schedule
     noam_factor: float = setting(1.0, "scales the whole Noam schedule: peak lr = factor * (d_model * warmup)^-0.5")
     warmup: int = setting(2000, "Noam warm-up steps: the learning rate rises linearly to its peak at this step")
+    optimizer: str = setting("adam", "adam: weight decay is added to the gradient (an L2 penalty); adamw: it "
+                                     "shrinks the weights directly, apart from the gradient statistics "
+                                     "(decoupled, as in BERT)", ("adam", "adamw"))
     adam_beta1: float = setting(0.9, "Adam's decay rate of the gradient mean")
     adam_beta2: float = setting(0.98, "Adam's decay rate of the squared-gradient mean")
     adam_eps: float = setting(1e-9, "Adam's epsilon in the denominator")
-    weight_decay: float = setting(0.0, "L2 penalty added to the gradient by Adam (0: off)")
+    weight_decay: float = setting(0.0, "weight decay, applied as --optimizer says (0: off)")
     clip_norm: float = setting(1.0, "clip the global gradient norm to this before each step")
     # speed
     fused_attention: bool = setting(False, "use torch's fused attention kernel (same math; slower on a CPU "

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .batches import random_windows
-from .build import RunData, build_model, check_memory, derive_seeds, lr_scale, resolve_device
+from .build import RunData, build_model, check_memory, derive_seeds, lr_scale, make_optimizer, resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .corpus import TINY_SHAKESPEARE, load_text
@@ -138,8 +138,7 @@ class Trainer:
             shared = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.step_model = prepare_for_training(shared, self.device, train.precision, train.compile)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, weight_decay=train.weight_decay,
-                                          betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps)
+        self.optimizer = make_optimizer(self.model.parameters(), train)
         self.scheduler = NoamScheduler(self.optimizer, config.model.d_model, train.warmup,
                                        train.noam_factor * lr_scale(train, self.world.world_size))
         self.train_ids = self.data.train_ids.to(self.device)

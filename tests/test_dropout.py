@@ -17,10 +17,14 @@ def test_keep_rate_scale_and_gradient():
     torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / keep))
     y.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / keep)
-    # both halves of every 32-bit draw are used, and each is dropped at the same rate
-    even, odd = kept.view(-1)[0::2], kept.view(-1)[1::2]
-    for half in (even, odd):
-        assert abs(int(half.sum()) - half.numel() * keep) < 5 * math.sqrt(half.numel() * keep * (1 - keep))
+    # all four 16-bit quarters of every 64-bit random word are used, each kept at the same rate
+    quarters = kept.view(-1, 4)
+    for quarter in quarters.unbind(1):
+        assert abs(int(quarter.sum()) - quarter.numel() * keep) < 5 * math.sqrt(quarter.numel() * keep * (1 - keep))
+    # and independently: neighbours (which share a word) are dropped together at rate p^2
+    both_dropped = int((~quarters[:, 0] & ~quarters[:, 1]).sum())
+    m, p2 = quarters.shape[0], (1 - keep) ** 2
+    assert abs(both_dropped - m * p2) < 5 * math.sqrt(m * p2 * (1 - p2))
 
 
 def test_expectation_is_preserved_and_eval_is_identity():
