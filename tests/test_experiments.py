@@ -41,3 +41,19 @@ def test_an_experiment_script_trains_its_variants_and_writes_its_table(tmp_path)
     assert "fingerprint 7fb70d363975" in result.stdout
     record = json.loads((tmp_path / "results" / "curriculum" / "results.json").read_text())
     assert [run["steps"] for run in record["runs"]] == [4, 4] and record["seeds"] == [0]
+
+
+def test_the_speed_ablation_runs_each_variant_in_turn_and_tabulates_them(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "speed_ablation.py"),
+                             "--variants", "fast", "batch-128", "--max-steps", "20", "--eval-every", "10",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    runs = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("fast", "batch-128")}
+    assert runs["fast"]["config"]["model"]["dropout"] == 0.0 and runs["fast"]["config"]["train"]["warmup"] == 500
+    assert runs["batch-128"]["config"]["train"]["batch_size"] == 128
+    assert runs["batch-128"]["config"]["train"]["warmup"] == 250
+    assert [point["step"] for point in runs["fast"]["curve"]] == [10, 20]
+    assert runs["batch-128"]["tokens"] == 2 * runs["fast"]["tokens"] == 2 * 20 * 64 * 32
+    table = (tmp_path / "table.md").read_text()
+    assert "| fast |" in table and "| batch-128 |" in table and "not in 20 steps" in table
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 10_000
