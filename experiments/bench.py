@@ -13,9 +13,16 @@ like the Trainer's log -- and prints
 * peak resident memory of each model's own process,
 * on a CPU, one dropout (forward and backward) of a layer's attention weights against ``nn.Dropout``,
 
-and the ratio of the two. Usage::
+and the ratio of the two.
+
+``--compile`` measures ``torch.compile`` instead: for dropout 0.1 (the seed configuration) and 0
+(``--preset fast``), eager against compiled, each in a fresh process with an empty compilation
+cache (so the compilation is paid in full, as on first use). It reports the compilation seconds
+(the first steps' time beyond the compiled model's steady step), the steady tokens/s, and the
+wall time of a 6000-step run: eager ``6000 x step``, compiled ``compilation + 6000 x step``. Usage::
 
     python experiments/bench.py                 # CPU, seed configuration
+    python experiments/bench.py --compile       # torch.compile, dropout on and off, amortised over 6000 steps
     python experiments/bench.py --device cuda --rounds 5
 """
 
@@ -28,6 +35,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +48,7 @@ from scratchmlm import Dropout, NoamScheduler, TransformerMLM, load_text  # noqa
 from scratchmlm.batches import random_windows  # noqa: E402
 from scratchmlm.build import RunData, make_optimizer  # noqa: E402
 from scratchmlm.config import TrainConfig  # noqa: E402
+from scratchmlm.precision import prepare_for_training  # noqa: E402
 from scratchmlm.step import train_step  # noqa: E402
 
 SEED = dict(d_model=128, num_heads=8, num_layers=6, d_ff=256, seq_len=32, batch_size=64, vocab_size=68)
@@ -73,9 +82,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build(kind: str, device: torch.device):
+def build(kind: str, device: torch.device, dropout: float = 0.1):
     config = dict(vocab_size=SEED["vocab_size"], d_model=SEED["d_model"], num_heads=SEED["num_heads"],
-                  num_layers=SEED["num_layers"], d_ff=SEED["d_ff"], max_len=SEED["seq_len"], dropout=0.1)
+                  num_layers=SEED["num_layers"], d_ff=SEED["d_ff"], max_len=SEED["seq_len"], dropout=dropout)
     torch.manual_seed(0)
     if kind == "scratchmlm":
         return TransformerMLM(**config).to(device)
@@ -83,12 +92,9 @@ def build(kind: str, device: torch.device):
     return TorchEncoderMLM(**config).to(device)
 
 
-def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
-    """Time ``steps`` training steps of one model in this process, as a run pays for them: windows
-    cut from the real corpus, the real masker, and the step's results read every ``LOG_EVERY``
-    steps (the Trainer's one synchronisation), after ``warmup_steps`` untimed steps."""
-    device = torch.device(device_name)
-    model = build(kind, device).train()
+def step_function(model: torch.nn.Module, device: torch.device, step_model: torch.nn.Module | None = None):
+    """One training step of ``model`` as a run takes it (``step_model``: what the step calls, e.g. the
+    compiled model; its parameters are ``model``'s)."""
     data = RunData.prepare(TrainConfig(), load_text("tinyshakespeare"))
     train_ids = data.train_ids.to(device)
     masker = data.masker.to(device)
@@ -96,13 +102,17 @@ def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
     scheduler = NoamScheduler(optimizer, SEED["d_model"], warmup=2000)
     windows = torch.Generator(device=device).manual_seed(1)
     masks = torch.Generator(device=device).manual_seed(2)
+    step_model = model if step_model is None else step_model
 
     def step():
         ids = random_windows(train_ids, SEED["batch_size"], SEED["seq_len"], windows)
-        return train_step(model, ids, masker, masks, optimizer, scheduler, clip_norm=1.0)
+        return train_step(step_model, ids, masker, masks, optimizer, scheduler, clip_norm=1.0)
+    return step
 
-    for _ in range(warmup_steps):
-        step()
+
+def timed_steps(step, steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` steps, the results read every ``LOG_EVERY`` steps (the Trainer's one
+    synchronisation)."""
     synchronize(device)
     start = time.perf_counter()
     pending = []
@@ -111,7 +121,19 @@ def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
         if number % LOG_EVERY == 0 or number == steps:
             float(torch.stack([r.loss for r in pending]).mean())    # what the Trainer's log reads
             pending = []
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
+    """Time ``steps`` training steps of one model in this process, as a run pays for them: windows
+    cut from the real corpus, the real masker, and the step's results read every ``LOG_EVERY``
+    steps, after ``warmup_steps`` untimed steps."""
+    device = torch.device(device_name)
+    model = build(kind, device).train()
+    step = step_function(model, device)
+    for _ in range(warmup_steps):
+        step()
+    seconds = timed_steps(step, steps, device)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tokens = steps * SEED["batch_size"] * SEED["seq_len"]
     return {"kind": kind, "parameters": sum(p.numel() for p in model.parameters()),
@@ -120,17 +142,85 @@ def measure(kind: str, device_name: str, steps: int, warmup_steps: int) -> dict:
             "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None}
 
 
+FIRST_STEPS = 3       # the compiled model compiles its forward in step 1 and its backward in step 1's backward
+
+
+def measure_compile(engine: str, dropout: float, device_name: str, steps: int) -> dict:
+    """One engine ("eager" or "compiled") of the scratchmlm model at ``dropout``, in this process:
+    the seconds of the first ``FIRST_STEPS`` steps (where compilation happens), then ``steps``
+    timed steps after 20 more warm-up steps."""
+    device = torch.device(device_name)
+    model = build("scratchmlm", device, dropout).train()
+    step_model = prepare_for_training(model, device, "fp32", compile=engine == "compiled")
+    step = step_function(model, device, step_model)
+    first_seconds = timed_steps(step, FIRST_STEPS, device)
+    timed_steps(step, 20, device)
+    seconds = timed_steps(step, steps, device)
+    return {"engine": engine, "dropout": dropout, "first_seconds": first_seconds,
+            "ms_per_step": 1000 * seconds / steps,
+            "tokens_per_second": steps * SEED["batch_size"] * SEED["seq_len"] / seconds,
+            "graph_breaks": graph_breaks() if engine == "compiled" else 0}
+
+
+def graph_breaks() -> int:
+    """How many times dynamo broke the graph so far in this process."""
+    from torch._dynamo.utils import counters
+    return sum(counters["graph_break"].values())
+
+
+def compile_report(device_name: str, steps: int, run_steps: int = 6000) -> None:
+    """Eager against compiled, dropout 0.1 and 0; each measurement a fresh process and cache."""
+    print(f"torch.compile against eager, scratchmlm seed model, fp32, {torch.get_num_threads()} threads; "
+          f"{steps} timed steps each, every process with an empty compilation cache\n")
+    print(f"{'dropout':>7}  {'engine':<9}{'tokens/s':>10}{'ms/step':>9}{'compile s':>11}{'graph breaks':>14}"
+          f"{f'{run_steps}-step run':>16}")
+    for dropout in (0.1, 0.0):
+        results = {}
+        for engine in ("eager", "compiled"):
+            with tempfile.TemporaryDirectory(prefix="scratchmlm-bench-") as cache:
+                output = subprocess.run(
+                    [sys.executable, __file__, "--measure-compile", engine, "--dropout", str(dropout),
+                     "--device", device_name, "--steps", str(steps)],
+                    capture_output=True, text=True, check=True,
+                    env={**os.environ, "PYTHONPATH": str(HERE.parent), "TORCHINDUCTOR_CACHE_DIR": cache})
+            results[engine] = json.loads(output.stdout.strip().splitlines()[-1])
+        for engine, result in results.items():
+            step_seconds = result["ms_per_step"] / 1000
+            # compilation: what the first steps took beyond the same number of steady steps
+            compile_seconds = max(0.0, result["first_seconds"] - FIRST_STEPS * step_seconds)
+            result["run_seconds"] = compile_seconds + run_steps * step_seconds
+            print(f"{dropout:>7}  {engine:<9}{result['tokens_per_second']:>10,.0f}{result['ms_per_step']:>9.1f}"
+                  f"{compile_seconds if engine == 'compiled' else 0:>11.1f}{result['graph_breaks']:>14}"
+                  f"{result['run_seconds']:>14.0f} s")
+        eager, compiled = results["eager"], results["compiled"]
+        print(f"{'':>9}compiled / eager: {compiled['tokens_per_second'] / eager['tokens_per_second']:.2f}x per step, "
+              f"{eager['run_seconds'] / compiled['run_seconds']:.2f}x over a {run_steps}-step run "
+              f"(compilation included)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model")
-    parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per round (default 100; 300 with --compile)")
     parser.add_argument("--warmup-steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true",
+                        help="measure torch.compile against eager, dropout 0.1 and 0, amortised over 6000 steps")
     parser.add_argument("--measure", choices=["scratchmlm", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure-compile", choices=["eager", "compiled"], help=argparse.SUPPRESS)
+    parser.add_argument("--dropout", type=float, default=0.1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:   # child process: one model, one round, JSON on stdout
         print(json.dumps(measure(args.measure, args.device, args.steps, args.warmup_steps)))
         return
+    if args.measure_compile:   # child process: one engine at one dropout, JSON on stdout
+        print(json.dumps(measure_compile(args.measure_compile, args.dropout, args.device, args.steps)))
+        return
+    if args.compile:
+        compile_report(args.device, args.steps or 300)
+        return
+    args.steps = args.steps or 100
 
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads; "

@@ -99,11 +99,13 @@ def plot(results: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(9, 5.5))
-    for name, result in results.items():
+    colours = plt.get_cmap("tab20").colors               # 20 distinct colours: no two runs share one
+    for number, (name, result) in enumerate(results.items()):
         seconds = [point["train_seconds"] for point in result["curve"]]
         top1 = [point["top1"] for point in result["curve"]]
-        style = "-" if name == "fast" else "--" if "seed" in name else "-"
-        axes.plot(seconds, top1, style, linewidth=2.5 if name == "fast" else 1.2, label=name)
+        style = "--" if "seed" in name else "-"
+        axes.plot(seconds, top1, style, color="black" if name == "fast" else colours[number % len(colours)],
+                  linewidth=2.5 if name == "fast" else 1.2, label=name)
     axes.axhline(results[next(iter(results))]["target"], color="black", linewidth=0.8, linestyle=":")
     axes.set_xlabel("training seconds (evaluation excluded)")
     axes.set_ylabel("validation top-1 (frozen set)")

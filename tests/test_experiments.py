@@ -57,3 +57,19 @@ def test_the_speed_ablation_runs_each_variant_in_turn_and_tabulates_them(tmp_pat
     table = (tmp_path / "table.md").read_text()
     assert "| fast |" in table and "| batch-128 |" in table and "not in 20 steps" in table
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 10_000
+
+
+def test_the_precision_comparison_runs_both_precisions_per_seed_and_tabulates_them(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "precision_seeds.py"),
+                             "--seeds", "3", "--steps", "10", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    for precision in ("fp32", "bf16"):
+        config = json.loads((tmp_path / f"{precision}-seed3.config.json").read_text())["train"]
+        assert (config["precision"], config["seed"], config["steps"]) == (precision, 3, 10)
+        assert (config["warmup"], config["noam_factor"]) == (500, 0.5)
+        records = [json.loads(line) for line in (tmp_path / f"{precision}-seed3.metrics.jsonl").open()]
+        assert [r["step"] for r in records if r["type"] == "eval"][-1] == 10
+    table = (tmp_path / "table.md").read_text()
+    assert "| 3 | fp32 |" in table and "| 3 | bf16 |" in table
+    assert "top-1 at step 10" in table and "over seeds [3]" in table
