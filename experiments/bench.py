@@ -187,10 +187,11 @@ def compile_report(device_name: str, steps: int, run_steps: int = 6000) -> None:
         for engine, result in results.items():
             step_seconds = result["ms_per_step"] / 1000
             # compilation: what the first steps took beyond the same number of steady steps
+            # (for eager, the same difference: the first steps' warm-up of the allocator and kernels)
             compile_seconds = max(0.0, result["first_seconds"] - FIRST_STEPS * step_seconds)
             result["run_seconds"] = compile_seconds + run_steps * step_seconds
             print(f"{dropout:>7}  {engine:<9}{result['tokens_per_second']:>10,.0f}{result['ms_per_step']:>9.1f}"
-                  f"{compile_seconds if engine == 'compiled' else 0:>11.1f}{result['graph_breaks']:>14}"
+                  f"{compile_seconds:>11.1f}{result['graph_breaks']:>14}"
                   f"{result['run_seconds']:>14.0f} s")
         eager, compiled = results["eager"], results["compiled"]
         print(f"{'':>9}compiled / eager: {compiled['tokens_per_second'] / eager['tokens_per_second']:.2f}x per step, "
