@@ -22,6 +22,7 @@ one, in which every collective below is the identity, so the Trainer reads the s
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -112,5 +113,13 @@ def start_world(device_name: str) -> World:
 
 
 def stop_world(world: World) -> None:
+    """Leave the process group; call it on every rank, after a barrier.
+
+    A ``DistributedDataParallel`` model holds the group, and a finished Trainer sits in a reference
+    cycle that only the garbage collector frees -- otherwise while the interpreter shuts down,
+    after the group is gone, where gloo's teardown can abort the process. Collecting first frees
+    the model while the group is still alive.
+    """
     if world.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
