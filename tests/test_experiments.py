@@ -73,3 +73,25 @@ def test_the_precision_comparison_runs_both_precisions_per_seed_and_tabulates_th
     table = (tmp_path / "table.md").read_text()
     assert "| 3 | fp32 |" in table and "| 3 | bf16 |" in table
     assert "top-1 at step 10" in table and "over seeds [3]" in table
+
+
+def test_the_benchmarks_flops_per_token_are_what_torch_counts_on_the_real_model():
+    """MFU in bench.py rests on this count: forward and backward of the real model, every matmul."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from scratchmlm import TransformerMLM
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "experiments" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for sizes in (bench.SEED, dict(d_model=64, num_heads=4, num_layers=3, d_ff=192, seq_len=16, batch_size=8,
+                                   vocab_size=50)):
+        model = TransformerMLM(vocab_size=sizes["vocab_size"], d_model=sizes["d_model"], num_heads=sizes["num_heads"],
+                               num_layers=sizes["num_layers"], d_ff=sizes["d_ff"], max_len=sizes["seq_len"])
+        ids = torch.randint(3, sizes["vocab_size"], (sizes["batch_size"], sizes["seq_len"]))
+        with FlopCounterMode(display=False) as counter:
+            model(ids).sum().backward()
+        tokens = sizes["batch_size"] * sizes["seq_len"]
+        assert bench.training_flops_per_token(**sizes) == counter.get_total_flops() / tokens
+    assert round(bench.training_flops_per_token(**bench.SEED) / 1e6, 2) == 5.07      # the README's figure
