@@ -1,37 +1,62 @@
 """scratchmlm: a from-scratch, pure-PyTorch BERT-style masked language model to learn from.
 
 Data flows one way: corpus -> tokenizer -> batches -> masker -> model -> loss -> training step.
+
+The public names below are loaded lazily (PEP 562): ``import scratchmlm`` alone imports no torch,
+so ``scratchmlm --version`` answers at once and Ctrl-C during start-up reaches the command line's
+own handler. ``scratchmlm.Trainer`` (or ``from scratchmlm import Trainer``) imports its module on
+first use.
 """
 
-from .batches import FrozenValidationSet, evenly_spaced_windows, fingerprint, random_windows
-from .config import ModelConfig, RunConfig, TrainConfig
-from .corpus import load_text, read_text, split_text, tiny_shakespeare_path
-from .errors import ScratchMLMError
-from .evaluate import EvalResult, eval_mode, evaluate
-from .export import export_run, load_pretrained
-from .masking import IGNORE_INDEX, BertMasker, MaskedBatch
-from .model import (Dropout, Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
-                    TransformerMLM)
-from .noam import NoamScheduler, noam_lr
-from .run_dir import load_run
-from .sample import fill_mask, fill_prompts
-from .step import StepResult, masked_cross_entropy, train_step
-from .tokenizer import CharTokenizer
-from .trainer import Trainer
+import sys
+import types
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ScratchMLMError",
-    "load_text", "read_text", "split_text", "tiny_shakespeare_path",
-    "CharTokenizer",
-    "random_windows", "evenly_spaced_windows", "FrozenValidationSet", "fingerprint",
-    "BertMasker", "MaskedBatch", "IGNORE_INDEX",
-    "Dropout", "Embeddings", "MultiHeadAttention", "FeedForward", "EncoderLayer", "Encoder", "Generator",
-    "TransformerMLM",
-    "noam_lr", "NoamScheduler",
-    "masked_cross_entropy", "train_step", "StepResult", "Trainer",
-    "evaluate", "EvalResult", "eval_mode", "fill_mask", "fill_prompts", "load_run",
-    "export_run", "load_pretrained",
-    "ModelConfig", "TrainConfig", "RunConfig",
-]
+# Each public name and the module that defines it.
+_PUBLIC = {
+    "ScratchMLMError": "errors",
+    "load_text": "corpus", "read_text": "corpus", "split_text": "corpus", "tiny_shakespeare_path": "corpus",
+    "CharTokenizer": "tokenizer",
+    "random_windows": "batches", "evenly_spaced_windows": "batches", "FrozenValidationSet": "batches",
+    "fingerprint": "batches",
+    "BertMasker": "masking", "MaskedBatch": "masking", "IGNORE_INDEX": "masking",
+    "Dropout": "model", "Embeddings": "model", "MultiHeadAttention": "model", "FeedForward": "model",
+    "EncoderLayer": "model", "Encoder": "model", "Generator": "model", "TransformerMLM": "model",
+    "noam_lr": "noam", "NoamScheduler": "noam",
+    "masked_cross_entropy": "step", "train_step": "step", "StepResult": "step", "Trainer": "trainer",
+    "evaluate": "evaluate", "EvalResult": "evaluate", "eval_mode": "evaluate",
+    "fill_mask": "sample", "fill_prompts": "sample", "load_run": "run_dir",
+    "export_run": "export", "load_pretrained": "export",
+    "ModelConfig": "config", "TrainConfig": "config", "RunConfig": "config",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    """``scratchmlm.<name>``: import the module that defines a public name, the first time it is used."""
+    if name in _PUBLIC:
+        value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value      # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package itself. Importing a submodule binds it as an attribute of the package; where a
+    public name is also its module's name (``scratchmlm.evaluate``), the public function wins, as
+    ``from .evaluate import evaluate`` made it win before the names were loaded lazily."""
+
+    def __setattr__(self, name, value):
+        if name in _PUBLIC and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -20,13 +20,16 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .config import PRESETS, ModelConfig, RunConfig, TrainConfig, preset
 from .errors import ScratchMLMError
-from .interrupt import SIGNAL_NAMES
+from .files import regular_file, resolved
+from .interrupt import SIGNAL_NAMES, Terminated, raise_terminated
 
 
 def _parse_bool(text: str) -> bool:
@@ -35,6 +38,56 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+LARGEST_INT = 2 ** 63 - 1     # what torch and numpy hold in an int64
+
+
+def _integer(low: int = -LARGEST_INT, high: int = LARGEST_INT):
+    """An argparse type: an integer from ``low`` to ``high``, the range the library can use."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be at least {low:,} and at most {high:,}, got {text}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+# Integer settings whose usable range is narrower than an int64's.
+FLAG_RANGES = {"seed": (0, 2 ** 32 - 1), "vocab_size": (0, 1_000_000)}
+# Flags that hold paths (any bytes a file name may have); every other text must be valid Unicode.
+PATH_FLAGS = ("train.data", "train.init_from")
+
+
+def check_arguments(args) -> None:
+    """What argparse cannot check: every text is valid Unicode (a non-UTF-8 byte in argv arrives as
+    a lone surrogate, which no text can be encoded with), and the files given are regular files."""
+    for name, value in vars(args).items():
+        if name in PATH_FLAGS:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                _check_unicode(text, name)
+    for name in PATH_FLAGS:
+        if vars(args).get(name):
+            resolved(vars(args)[name], "--" + name.split(".")[1].replace("_", "-"))
+    if getattr(args, "config", None) is not None:
+        regular_file(resolved(args.config, "--config file"), "--config file")
+
+
+def _check_unicode(text: str, name: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        flag = "The text" if name == "text" else "--" + name.split(".")[-1].replace("_", "-")
+        byte = ord(text[error.start])
+        shown = f"byte {byte - 0xDC00:#04x}" if 0xDC80 <= byte <= 0xDCFF else f"character U+{byte:04X}"
+        raise ScratchMLMError(f"{flag} is not valid UTF-8 text ({shown} at character {error.start}); "
+                              f"type it in a UTF-8 terminal or convert it first.") from None
 
 
 def _tqdm_disabled() -> bool:
@@ -54,7 +107,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title
     for field in dataclasses.fields(config_class):
         if config_class is ModelConfig and field.name == "vocab_size":
             continue  # always taken from the tokenizer
-        kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}[field.type]
+        kind = {"bool": _parse_bool, "int": _integer(*FLAG_RANGES.get(field.name, ())), "float": float,
+                "str": str}[field.type]
         choices = field.metadata.get("choices")
         group.add_argument("--" + field.name.replace("_", "-"), dest=f"{group_title}.{field.name}",
                            type=kind, default=None, choices=choices,
@@ -113,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample = with_run("sample", "fill masked validation lines (or your prompts) and colour them by correctness")
     sample.add_argument("--prompt", action="append", default=None,
                         help="your own prompt (repeatable); a literal [MASK] marks what to fill")
-    sample.add_argument("--count", type=int, default=8, metavar="N",
+    sample.add_argument("--count", type=_integer(1, 10_000), default=8, metavar="N",
                         help="number of validation prompts (default: 8)")
-    sample.add_argument("--seed", type=int, default=0, metavar="N",
+    sample.add_argument("--seed", type=_integer(0, LARGEST_INT), default=0, metavar="N",
                         help="seed of the prompt choice and the masks (default: 0)")
     sample.add_argument("--color", default="auto", choices=["auto", "always", "never"],
                         help="auto = only on a terminal without NO_COLOR (default: auto)")
@@ -124,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "position with its expected and predicted character")
     fill = with_run("fill-mask", "top-k characters with probabilities for every [MASK] in TEXT")
     fill.add_argument("text", help='e.g. "To be, or not to b[MASK]"')
-    fill.add_argument("--top-k", type=int, default=5, metavar="K",
+    fill.add_argument("--top-k", type=_integer(1, 10_000), default=5, metavar="K",
                       help="candidates shown per [MASK] (default: 5)")
     fill.add_argument("--json", action="store_true",
                       help="print a JSON list with one list per [MASK] of Hugging Face fill-mask pipeline "
@@ -149,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"],
                       help="file format of the figures (default: png)")
     plot.add_argument("--prompt", default=None, help="text for the attention maps (default: a validation line)")
-    plot.add_argument("--layer", type=int, default=0, metavar="L",
+    plot.add_argument("--layer", type=_integer(0, 1_000_000), default=0, metavar="L",
                       help="encoder layer of the attention map, from 0 (default: 0)")
-    plot.add_argument("--head", type=int, default=0, metavar="H",
+    plot.add_argument("--head", type=_integer(0, 1_000_000), default=0, metavar="H",
                       help="attention head of the attention map, from 0 (default: 0)")
     compare = commands.add_parser(
         "compare", help="overlay several runs' curves in one figure (e.g. two schedules)",
@@ -510,15 +564,25 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every failure is one line on stderr and a non-zero exit status."""
-    args = build_parser().parse_args(argv)
+    """Run one command; every failure is one line on stderr and a non-zero exit status.
+
+    Ctrl-C and SIGTERM are caught from the very start (exit 130 / 143, one line): during start-up,
+    before a training loop takes them over, they stop the command where it is."""
+    previous_sigterm = None
     try:
+        if threading.current_thread() is threading.main_thread():
+            previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
+        args = build_parser().parse_args(argv)
+        check_arguments(args)
         return COMMANDS[args.command](args)
     except ScratchMLMError as error:
         return _fail(str(error), 2)
     except KeyboardInterrupt:
         print("scratchmlm: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("scratchmlm: stopped by SIGTERM", file=sys.stderr)
+        return 143
     except OSError as error:        # disk full, file too large, permission denied, ...
         where = f" ({error.filename})" if error.filename else ""
         return _fail(f"{error.strerror or error}{where}. Files written before this error are kept.", 1)
@@ -531,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"out of memory ({str(error).splitlines()[0][:160]}): lower --batch-size, "
                      f"--seq-len or the model size.", 1)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _fail(message: str, status: int) -> int:

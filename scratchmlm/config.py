@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ScratchMLMError
+from .files import regular_file
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -150,8 +151,9 @@ class TrainConfig:
         if self.tokenizer == "char" and self.vocab_size != 0:
             raise ScratchMLMError(f"vocab_size ({self.vocab_size}) applies to --tokenizer bpe or wordpiece; the "
                                   f"char tokenizer's vocabulary is the text's alphabet. Leave --vocab-size out.")
-        if self.vocab_size < 0:
-            raise ScratchMLMError(f"vocab_size must be positive (or 0 for the default), got {self.vocab_size}.")
+        if not 0 <= self.vocab_size <= LARGEST_SUBWORD_VOCAB:
+            raise ScratchMLMError(f"vocab_size must be positive (or 0 for the default) and at most "
+                                  f"{LARGEST_SUBWORD_VOCAB:,}, got {self.vocab_size}.")
         if not self.span_mean >= 1.0:
             raise ScratchMLMError(f"span_mean must be at least 1 (a span holds at least one token), "
                                   f"got {self.span_mean}.")
@@ -160,6 +162,8 @@ class TrainConfig:
         return self
 
 
+LARGEST_INT = 2 ** 63 - 1           # what torch and numpy can hold in an int64
+LARGEST_SUBWORD_VOCAB = 1_000_000   # far beyond any useful size; tokenizers' ids are 32-bit
 TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -172,6 +176,9 @@ def check_types(config, what: str) -> None:
         accepted = (int, float) if kind is float else kind
         if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
             raise ScratchMLMError(f"{what} setting {spec.name} must be {TYPE_NAMES[kind]}, got {value!r}.")
+        if kind is int and not -LARGEST_INT <= value <= LARGEST_INT:
+            raise ScratchMLMError(f"{what} setting {spec.name} must be at most {LARGEST_INT:,} in size, "
+                                  f"got {value!r}.")
         if kind is float and not (abs(value) < 1e300 and math.isfinite(value)):
             raise ScratchMLMError(f"{what} setting {spec.name} must be a finite number, got {value!r}.")
         choices = spec.metadata.get("choices")
@@ -183,7 +190,7 @@ def check_types(config, what: str) -> None:
 def read_json(path: str | Path, what: str):
     """Parse a JSON file; a missing, unreadable, non-UTF-8, malformed or hostile one (nesting deep
     enough to exhaust the recursion limit, integers too long to convert) is a ``ScratchMLMError``."""
-    path = Path(path)
+    path = regular_file(path, f"{what} file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

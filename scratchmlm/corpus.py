@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScratchMLMError
+from .files import regular_file, resolved
 
 TINY_SHAKESPEARE = "tinyshakespeare"
 TINY_SHAKESPEARE_FILE = "tinyshakespeare.txt"
@@ -94,9 +95,7 @@ def tiny_shakespeare_path(directory: Path | None = None, download: bool = True,
 
 def read_text(path: str | Path) -> str:
     """Read a whole UTF-8 text file, with a clear error for a missing, empty or non-UTF-8 file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScratchMLMError(f"Data file {path} does not exist (or is not a file); check --data.")
+    path = regular_file(resolved(path, "data file"), "data file")
     raw = path.read_bytes()
     if not raw:
         raise ScratchMLMError(f"Data file {path} is empty; give a UTF-8 text file with some text.")

@@ -19,6 +19,16 @@ import threading
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
+class Terminated(BaseException):
+    """SIGTERM outside a ``StopRequests`` block (start-up, say): raised where the process was, like
+    ``KeyboardInterrupt`` for Ctrl-C, so that ``finally`` blocks run and the command exits cleanly."""
+
+
+def raise_terminated(_signum, _frame) -> None:
+    """A SIGTERM handler for the whole command: ``signal.signal(signal.SIGTERM, raise_terminated)``."""
+    raise Terminated
+
+
 class StopRequests:
     def __init__(self):
         self.requested: int | None = None

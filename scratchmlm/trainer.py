@@ -38,6 +38,7 @@ from .config import RunConfig
 from .corpus import TINY_SHAKESPEARE, load_text
 from .distributed import World
 from .errors import ScratchMLMError
+from .files import resolved
 from .evaluate import EvalResult, evaluate, pseudo_perplexity
 from .interrupt import SIGNAL_NAMES, StopRequests
 from .model import TransformerMLM
@@ -64,9 +65,9 @@ class Trainer:
         self.config = config = copy.deepcopy(config)
         train = config.train.validate()
         if train.data != TINY_SHAKESPEARE and text is None:   # the run must find its data from anywhere
-            train.data = str(Path(train.data).expanduser().resolve())
+            train.data = str(resolved(train.data, "data file"))
         if train.init_from:
-            train.init_from = str(Path(train.init_from).expanduser().resolve())
+            train.init_from = str(resolved(train.init_from, "--init-from run"))
         self.run = RunDirectory(run_dir)
         self.world = world = world or World()
         self.progress = progress and world.is_main

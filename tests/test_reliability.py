@@ -1,0 +1,357 @@
+"""Reliability: no dead-end runs, no unbounded work, every untrusted byte checked.
+
+Each test is one way a user (or a damaged file) could break scratchmlm; the command line is called
+in-process, except where the process itself (signals at start-up) is what is tested.
+"""
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import scratchmlm
+from scratchmlm import cli
+from scratchmlm.checkpoint import load_checkpoint, save_checkpoint
+from scratchmlm.errors import ScratchMLMError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--num-layers", "1", "--d-model", "16", "--num-heads", "2", "--d-ff", "32", "--seq-len", "16",
+        "--batch-size", "4", "--valid-windows", "8", "--log-every", "1", "--eval-every", "2", "--warmup", "2",
+        "--sample-every", "1000", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "text.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog.\nTHE QUICK BROWN FOX!\n" * 20)
+    return path
+
+
+def train(run, text_file, *extra):
+    return cli.main(["train", "--run-dir", str(run), "--data", str(text_file), *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, text_file):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    assert train(run, text_file, "--steps", "4") == 0
+    return run
+
+
+def copy_run(run, tmp_path, name="copy"):
+    target = tmp_path / name
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns(".lock"))
+    return target
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+# -- 1. dead-end runs -------------------------------------------------------------------------------
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(trained_run, text_file, tmp_path, capsys):
+    """Failed before: 'already exists' / 'has no checkpoints/last.pt'."""
+    run = copy_run(trained_run, tmp_path)
+    shutil.rmtree(run / "checkpoints")                # what a kill after config.json leaves
+    assert train(run, text_file, "--steps", "2") == 0
+    assert "afresh" in capsys.readouterr().err
+    assert (run / "checkpoints" / "last.pt").is_file()
+    shutil.rmtree(run / "checkpoints")
+    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "2", "--quiet"]) == 0
+    assert "afresh" in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_run_whose_first_save_failed_can_be_started_again(text_file, tmp_path, monkeypatch, capsys):
+    """Failed before: the second command said 'already exists'."""
+    from scratchmlm import checkpoint
+
+    def disk_full(state, path):
+        raise OSError(28, "No space left on device")
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "_write_then_rename", disk_full)
+        assert train(run, text_file, "--steps", "2") == 2
+    assert "No space left" in one_error_line(capsys)
+    assert train(run, text_file, "--steps", "2") == 0
+
+
+def test_a_directory_holding_other_files_is_never_taken_over(text_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    assert train(run, text_file, "--steps", "2") == 2
+    assert "already exists" in one_error_line(capsys)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_leaves_a_run_that_resumes(text_file, tmp_path):
+    """Failed before: SIGTERM killed the process (no handler yet) and --resume found no last.pt."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "scratchmlm", "train", "--run-dir", str(run), "--data", str(text_file),
+               *TINY, "--steps", "2", "--valid-windows", "2000"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "config.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    resumed = subprocess.run([*command[:3], "train", "--resume", "--run-dir", str(run), "--quiet"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+# -- 2. Ctrl-C at start-up; a light --version --------------------------------------------------------
+
+def test_version_imports_no_torch():
+    """Failed before: the package __init__ imported torch."""
+    code = ("import sys\nfrom scratchmlm import cli\ntry:\n    cli.main(['--version'])\nexcept SystemExit:\n"
+            "    pass\nprint('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
+
+
+def test_lazy_package_keeps_every_public_name():
+    for name in scratchmlm.__all__:
+        assert getattr(scratchmlm, name) is not None
+    assert scratchmlm.train_step is scratchmlm.step.train_step
+    with pytest.raises(AttributeError):
+        scratchmlm.no_such_name
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_is_one_line_and_status_130(text_file, tmp_path):
+    """Failed before: a KeyboardInterrupt traceback from importing torch in scratchmlm/__init__."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "scratchmlm", "train", "--run-dir", str(tmp_path / "run"),
+                                "--data", str(text_file), *TINY, "--steps", "2"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+# -- 3. untrusted arguments ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ["fill-mask", "RUN", "the qu\udcffick b[MASK]"],
+    ["sample", "RUN", "--checkpoint", "last", "--prompt", "the \udcff quick"],
+    ["evaluate", "RUN", "--text", "the \udcff quick"],
+    ["plot", "RUN", "--prompt", "the \udcff quick"],
+])
+def test_text_that_is_not_valid_unicode_is_refused(trained_run, command, capsys):
+    """Failed before: UnicodeEncodeError from the surrogate escapes of non-UTF-8 argv bytes."""
+    argv = [str(trained_run) if part == "RUN" else part for part in command]
+    assert cli.main(argv) == 2
+    assert "UTF-8" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "RUN", "--seed", str(10 ** 26)],
+    ["train", "--seed", str(10 ** 26)],
+    ["train", "--tokenizer", "bpe", "--vocab-size", str(10 ** 23)],
+    ["fill-mask", "RUN", "a[MASK]", "--top-k", str(10 ** 30)],
+])
+def test_integers_beyond_what_the_library_can_use_are_refused(trained_run, argv, capsys):
+    """Failed before (sample --seed, --vocab-size): an overflow from deep inside torch / tokenizers."""
+    argv = [str(trained_run) if part == "RUN" else part for part in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "at most" in capsys.readouterr().err
+
+
+def test_a_symlink_loop_as_data_is_refused(tmp_path, capsys):
+    """Failed before: RuntimeError('Symlink loop') from Path.resolve."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), "--data", str(loop), *TINY]) == 2
+    assert "loop" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path, capsys):
+    """Failed before: open() of the FIFO waited forever for a writer."""
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    status = []
+    worker = threading.Thread(target=lambda: status.append(cli.main(["train", "--config", str(fifo)])), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():                       # unblock the reader, then fail
+        with open(fifo, "w"):
+            pass
+        worker.join()
+        pytest.fail("train --config FIFO blocked")
+    assert status == [2]
+    assert "not a regular file" in one_error_line(capsys)
+
+
+# -- 4. huge but valid values: bounded work --------------------------------------------------------
+
+def test_the_noam_plot_samples_a_long_schedule():
+    """Failed before: one Python noam_lr call per step (10**7 points here; 10**8 never finished)."""
+    from scratchmlm.noam import noam_lr
+    from scratchmlm.plots import plot_noam
+
+    figure = plot_noam(128, 3_000_000, 1.0, 10 ** 7)
+    steps, rates = figure.axes[0].lines[0].get_data()
+    assert len(steps) <= 10_000 and steps[0] == 1 and steps[-1] == 10 ** 7
+    assert 3_000_000 in list(steps)                       # the peak itself is drawn
+    for step, rate in list(zip(steps, rates))[::500]:
+        assert rate == pytest.approx(noam_lr(int(step), 128, 3_000_000), rel=1e-12)
+
+
+def test_a_metrics_record_at_a_huge_step_plots_quickly(trained_run, tmp_path, capsys):
+    """Failed before: the learning-rate panel evaluated the schedule at every step up to 10**7."""
+    run = copy_run(trained_run, tmp_path)
+    records = (run / "metrics.jsonl").read_text().splitlines()
+    last = json.loads([r for r in records if '"train"' in r][-1])
+    (run / "metrics.jsonl").write_text("\n".join(records + [json.dumps({**last, "step": 10 ** 7})]) + "\n")
+    started = time.process_time()
+    assert cli.main(["plot", str(run), "--checkpoint", "last"]) == 0
+    assert time.process_time() - started < 60
+
+
+@pytest.mark.parametrize("field, value", [("d_model", 10 ** 30), ("num_layers", 10 ** 7), ("d_ff", 2 ** 62)])
+@pytest.mark.parametrize("command", ["fill-mask", "evaluate", "plot", "export"])
+def test_a_config_asking_for_an_impossible_model_is_refused_before_building(trained_run, tmp_path, capsys,
+                                                                             field, value, command):
+    """Failed before: d_model 10**30 raised a TypeError; num_layers 10**7 hung building layers."""
+    if field == "num_layers" and os.environ.get("SCRATCHMLM_OLD_CODE"):
+        pytest.skip("hangs on the old code")
+    run = copy_run(trained_run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["model"][field] = value
+    config["model"]["num_heads"] = 1
+    (run / "config.json").write_text(json.dumps(config))
+    argv = {"fill-mask": ["fill-mask", str(run), "a[MASK]"], "evaluate": ["evaluate", str(run)],
+            "plot": ["plot", str(run)], "export": ["export", str(run)]}[command]
+    assert cli.main([*argv, "--checkpoint", "last"] if command != "fill-mask" else [*argv, "--checkpoint", "last"]) == 2
+    assert "GiB" in one_error_line(capsys) or "at most" in capsys.readouterr().err
+
+
+# -- 5. silent wrong results ---------------------------------------------------------------------------
+
+def relabel_one_tensor(path: Path, new_dtype: str) -> None:
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    name = next(n for n, e in header.items() if n != "__metadata__" and e["dtype"] == "F32")
+    header[name]["dtype"] = new_dtype
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (length - len(encoded))
+    assert len(encoded) == length
+    path.write_bytes(raw[:8] + encoded + raw[8 + length:])
+
+
+def test_weights_relabelled_as_another_dtype_are_refused(trained_run, tmp_path, capsys):
+    """Failed before: F32 bytes read as I32 were cast silently; fill-mask printed garbage, exit 0."""
+    out = tmp_path / "export"
+    assert cli.main(["export", str(trained_run), "--out", str(out), "--checkpoint", "last"]) == 0
+    capsys.readouterr()
+    relabel_one_tensor(out / "model.safetensors", "I32")
+    assert cli.main(["fill-mask", str(out), "a[MASK]"]) == 2
+    assert "int32" in one_error_line(capsys)
+    with pytest.raises(ScratchMLMError, match="float32"):
+        scratchmlm.load_pretrained(out, device="cpu")
+
+
+def test_nan_weights_are_refused_when_loaded(trained_run, tmp_path, capsys):
+    """Failed before: fill-mask --json crashed on NaN scores (evaluate printed null)."""
+    run = copy_run(trained_run, tmp_path)
+    path = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    save_checkpoint(state, path)
+    for argv in (["fill-mask", str(run), "a[MASK]", "--json"], ["evaluate", str(run), "--json"]):
+        assert cli.main([*argv, "--checkpoint", "last"]) == 2
+        assert "not finite" in one_error_line(capsys)
+
+
+# -- 6. stored records: every field checked --------------------------------------------------------
+
+@pytest.mark.parametrize("change", [
+    lambda r: {**r, "by_kind": []} if r["type"] == "eval" else r,
+    lambda r: {**r, "by_kind": {**r["by_kind"], "mask": {**r["by_kind"]["mask"], "top1": "high"}}}
+    if r["type"] == "eval" else r,
+    lambda r: {**r, "name": 7} if r["type"] == "baseline" else r,
+])
+def test_damaged_metrics_fields_are_one_line_errors(trained_run, tmp_path, capsys, change):
+    """Failed before: a TypeError / AttributeError in plot (and in the code formatting the error)."""
+    run = copy_run(trained_run, tmp_path)
+    records = [change(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli.main(["plot", str(run), "--checkpoint", "last"]) == 2
+    assert "metrics.jsonl line" in one_error_line(capsys)
+    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "6", "--quiet"]) == 2
+    one_error_line(capsys)
+
+
+@pytest.mark.parametrize("field, value", [("step", -5), ("rng_by_rank", []), ("evals_without_improvement", -1),
+                                          ("last_eval_step", 99)])
+def test_checkpoint_fields_out_of_range_are_refused_and_nothing_is_lost(trained_run, tmp_path, capsys, field, value):
+    """Failed before: step -5 was resumed and deleted every metrics record; rng_by_rank [] an IndexError."""
+    run = copy_run(trained_run, tmp_path)
+    path = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    state[field] = value
+    save_checkpoint(state, path)
+    metrics = (run / "metrics.jsonl").read_text()
+    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "6", "--quiet"]) == 2
+    assert field in one_error_line(capsys)
+    assert (run / "metrics.jsonl").read_text() == metrics
+
+
+# -- 7. --init-from ------------------------------------------------------------------------------------
+
+def test_init_from_an_export_and_resume_after_the_source_moved(trained_run, text_file, tmp_path, capsys):
+    """Failed before: KeyError 'model' from an export; 'not a run directory' once the source moved."""
+    source = tmp_path / "export"
+    assert cli.main(["export", str(trained_run), "--out", str(source), "--checkpoint", "last"]) == 0
+    run = tmp_path / "adapted"
+    assert cli.main(["train", "--run-dir", str(run), "--data", str(text_file), "--init-from", str(source),
+                     "--seq-len", "16", "--batch-size", "4", "--valid-windows", "8", "--log-every", "1",
+                     "--eval-every", "2", "--warmup", "2", "--quiet", "--steps", "2"]) == 0
+    source.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "4", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+
+# -- 8. one line, not torch's warnings --------------------------------------------------------------
+
+def test_a_refused_pickle_payload_is_one_line_without_torch_warnings(tmp_path):
+    """Failed before: torch's two-line UserWarning about the legacy format came first."""
+    import pickle
+
+    path = tmp_path / "old.pt"
+    path.write_bytes(pickle.dumps({"format_version": 2, "x": 1}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ScratchMLMError, match="cannot be read"):
+            load_checkpoint(path)
+    assert not caught, [str(w.message) for w in caught]
