@@ -308,6 +308,9 @@ def _train(args, world) -> int:
     run_dir = args.run_dir or _new_run_dir()
     trainer = Trainer(config, run_dir, resume=args.resume, progress=not (args.quiet or _tqdm_disabled()),
                       world=world)
+    if trainer.restarted and world.is_main:
+        print(f"scratchmlm: {run_dir} held a run stopped before its first checkpoint (nothing trained yet); "
+              f"starting it afresh in place", file=sys.stderr)
     if not world.is_main:           # rank 0 reports; the other ranks only train
         trainer.train()
         return 0 if trainer.stopped_by is None else 128 + int(trainer.stopped_by)

@@ -37,6 +37,9 @@ CHECKPOINT_KEYS = {"step": int, "device_type": str, "config": dict, "vocab": lis
                    "evals_without_improvement": int, "rng": dict}
 WEIGHT_KEYS = {"step": int, "vocab": list, "model": dict}
 
+# What a run writes before its first checkpoint (and a start that never reached it may have left).
+START_FILES = {".lock", "config.json", "run.json", "tokenizer.json", "metrics.jsonl", "checkpoints"}
+
 # The fields each kind of metrics record must carry, and their types (None allowed for numbers).
 NUMBER = (int, float, type(None))
 RECORD_FIELDS = {
@@ -65,15 +68,29 @@ class RunDirectory:
 
     # -- creating and locking -------------------------------------------------------------------
     def check_new(self) -> None:
-        """Refuse a path that is a file or a directory that already holds something."""
+        """Refuse a path that is a file or a directory that already holds something, unless it holds
+        a run stopped before its first checkpoint (``stopped_before_first_checkpoint``)."""
         if self.path.exists() and not self.path.is_dir():
             raise ScratchMLMError(f"--run-dir {self.path} is a file, not a directory.")
-        if self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir()):
+        if self._holds_something() and not self.stopped_before_first_checkpoint():
             raise ScratchMLMError(f"Run directory {self.path} already exists. Use --resume to continue "
                                   f"that run, or choose another --run-dir.")
 
-    def create(self) -> None:
-        """Create the directory exclusively (an existing empty one is taken over) and lock it."""
+    def _holds_something(self) -> bool:
+        return self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir())
+
+    def stopped_before_first_checkpoint(self) -> bool:
+        """Whether this is a run that never wrote ``checkpoints/last.pt`` (killed during start-up, or
+        its first save failed) and holds nothing but what its start wrote: nothing was trained, so
+        it can only be started afresh, in place."""
+        if not self.path.is_dir() or self.checkpoint("last").is_file():
+            return False
+        return all(p.name in START_FILES or p.name.endswith(".tmp") for p in self.path.iterdir())
+
+    def create(self) -> bool:
+        """Create the directory exclusively (an existing empty one is taken over) and lock it.
+
+        A run stopped before its first checkpoint is cleared and taken over too; returns whether it was."""
         self.check_new()
         try:
             self.path.mkdir(parents=True, exist_ok=self.path.is_dir())
@@ -81,10 +98,17 @@ class RunDirectory:
             raise ScratchMLMError(f"Run directory {self.path} was just created by another process; "
                                   f"choose another --run-dir.") from None
         self.lock()
-        if any(p.name != ".lock" for p in self.path.iterdir()):   # another process got here first
-            self.unlock()
-            raise ScratchMLMError(f"Run directory {self.path} already exists. Use --resume to continue "
-                                  f"that run, or choose another --run-dir.")
+        restarted = False
+        if self._holds_something():      # another process got here first, or a run that never began
+            if not self.stopped_before_first_checkpoint():
+                self.unlock()
+                raise ScratchMLMError(f"Run directory {self.path} already exists. Use --resume to continue "
+                                      f"that run, or choose another --run-dir.")
+            for path in sorted(self.path.rglob("*"), reverse=True):
+                if path.name != ".lock":
+                    path.rmdir() if path.is_dir() else path.unlink()
+            restarted = True
+        return restarted
 
     def lock(self) -> None:
         """Hold an exclusive lock on the run; a second writer gets a clear error."""

@@ -79,7 +79,12 @@ class Trainer:
         self.last_saved_step: int | None = None
         self.stopped_by: int | None = None     # the signal that stopped the last train(), if any
         self.unknown_characters: dict[str, int] = {}   # --init-from: characters the vocabulary lacks
+        self.restarted = False     # run_dir held a run stopped before its first checkpoint, started afresh
         self.metrics = MetricsLog(self.run.metrics)
+        # A run stopped before its first checkpoint has nothing to resume: it starts afresh, in place.
+        self.restarted = resume and self.run.stopped_before_first_checkpoint()
+        if self.restarted:
+            resume = False
         if resume:
             if not self.run.checkpoint("last").is_file():
                 raise ScratchMLMError(f"Cannot resume: {self.run.path} has no checkpoints/last.pt.")
@@ -116,7 +121,7 @@ class Trainer:
         those of the run it continues, and its weights are the starting point."""
         config, train = self.config, self.config.train
         text = load_text(train.data) if text is None else text
-        if self.world.is_main and self.run.config.is_file():
+        if self.world.is_main and self.run.checkpoint("last").is_file():    # resuming: the same text
             self.run.check_data(text)
         self.text = text
         initial_weights = None
@@ -167,7 +172,7 @@ class Trainer:
     def _create_run(self) -> None:
         """Write a new run directory; if that fails half-way, remove it again (it was empty)."""
         baselines = self.data.baselines()
-        self.run.create()
+        self.restarted = self.run.create() or self.restarted
         try:
             self.config.save(self.run.config)
             self.run.write_provenance(self.config.train.data, self.text)

@@ -64,12 +64,18 @@ def one_error_line(capsys) -> str:
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(trained_run, text_file, tmp_path, capsys):
     """Failed before: 'already exists' / 'has no checkpoints/last.pt'."""
+    def killed_at_start_up(run):         # what a kill after config.json, before checkpoints/last.pt, leaves
+        for name in ("checkpoints", "samples", "plots"):
+            shutil.rmtree(run / name)
+        baselines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"baseline"' in line]
+        (run / "metrics.jsonl").write_text("\n".join(baselines) + "\n")
+
     run = copy_run(trained_run, tmp_path)
-    shutil.rmtree(run / "checkpoints")                # what a kill after config.json leaves
+    killed_at_start_up(run)
     assert train(run, text_file, "--steps", "2") == 0
     assert "afresh" in capsys.readouterr().err
     assert (run / "checkpoints" / "last.pt").is_file()
-    shutil.rmtree(run / "checkpoints")
+    killed_at_start_up(run)
     assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "2", "--quiet"]) == 0
     assert "afresh" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
@@ -101,7 +107,8 @@ def test_a_directory_holding_other_files_is_never_taken_over(text_file, tmp_path
 
 @pytest.mark.slow
 def test_sigterm_during_start_up_leaves_a_run_that_resumes(text_file, tmp_path):
-    """Failed before: SIGTERM killed the process (no handler yet) and --resume found no last.pt."""
+    """Failed before: SIGTERM killed the process (no handler yet); the same command then said 'already
+    exists' and --resume 'has no checkpoints/last.pt'."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     command = [sys.executable, "-m", "scratchmlm", "train", "--run-dir", str(run), "--data", str(text_file),
@@ -114,8 +121,10 @@ def test_sigterm_during_start_up_leaves_a_run_that_resumes(text_file, tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
     assert "Traceback" not in err
-    resumed = subprocess.run([*command[:3], "train", "--resume", "--run-dir", str(run), "--quiet"], env=env,
-                             capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)   # the same command
+    assert again.returncode == 0, again.stderr
+    resumed = subprocess.run([*command[:3], "train", "--resume", "--run-dir", str(run), "--steps", "4", "--quiet"],
+                             env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
 
 
