@@ -109,6 +109,17 @@ def build_model(model_config: ModelConfig, seed: int) -> TransformerMLM:
         return TransformerMLM(**vars(model_config))
 
 
+def parameter_count(model_config: ModelConfig) -> int:
+    """The number of weights a model of ``model_config`` has (about: biases and norms summed roughly)."""
+    m = model_config
+    d, layers = m.d_model, m.num_layers
+    return m.vocab_size * d + m.max_len * d + layers * (4 * d * d + 2 * d * m.d_ff + 10 * d) + d * m.vocab_size
+
+
+# Python's own objects per encoder layer (modules, parameters, their dicts), beside the weights.
+LAYER_OVERHEAD_BYTES = 64 * 1024
+
+
 def training_memory_bytes(model_config: ModelConfig, train_config: TrainConfig) -> int:
     """A rough upper estimate of the memory one training step needs, in bytes (float32).
 
@@ -118,25 +129,45 @@ def training_memory_bytes(model_config: ModelConfig, train_config: TrainConfig) 
     """
     m, t = model_config, train_config
     d, layers = m.d_model, m.num_layers
-    params = (m.vocab_size * d + m.max_len * d + layers * (4 * d * d + 2 * d * m.d_ff + 10 * d)
-              + d * m.vocab_size)
     per_token = layers * (16 * d + 3 * m.d_ff + 3 * m.num_heads * t.seq_len) + 3 * m.vocab_size
     evaluation = t.valid_windows * t.seq_len * 4      # the frozen set's inputs, labels, kinds
-    return 4 * (4 * params + t.batch_size * t.seq_len * per_token) + 8 * evaluation
+    return (4 * (4 * parameter_count(m) + t.batch_size * t.seq_len * per_token) + 8 * evaluation
+            + layers * LAYER_OVERHEAD_BYTES)
+
+
+def model_memory_bytes(model_config: ModelConfig) -> int:
+    """What building a model takes, in bytes: its float32 weights (built, then loaded: twice) and
+    the Python objects of its layers."""
+    return 2 * 4 * parameter_count(model_config) + model_config.num_layers * LAYER_OVERHEAD_BYTES
+
+
+def _memory_available() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # not every platform reports it
+        return None
 
 
 def check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
     """Refuse sizes that cannot fit in this machine's memory, before anything is allocated."""
-    needed = training_memory_bytes(model_config, train_config)
-    try:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):   # not every platform reports it
-        return
-    if needed > available:
+    needed, available = training_memory_bytes(model_config, train_config), _memory_available()
+    if available is not None and needed > available:
         raise ScratchMLMError(
             f"This configuration needs about {needed / 2 ** 30:,.1f} GiB to train, more than this "
             f"machine's {available / 2 ** 30:,.1f} GiB: lower --batch-size, --seq-len, --d-model, "
             f"--d-ff, --num-layers or --valid-windows.")
+
+
+def check_model_memory(model_config: ModelConfig, where) -> None:
+    """Refuse to build a stored model (``where``: its config.json) that cannot fit in this machine's
+    memory, before anything is allocated: a damaged or hostile file could ask for any size."""
+    needed, available = model_memory_bytes(model_config), _memory_available()
+    if available is not None and needed > available:
+        m = model_config
+        raise ScratchMLMError(
+            f"{where} describes a model (d_model {m.d_model}, d_ff {m.d_ff}, {m.num_layers} layers, vocab_size "
+            f"{m.vocab_size}) that needs about {needed / 2 ** 30:,.3g} GiB, more than this machine's "
+            f"{available / 2 ** 30:,.1f} GiB; the file is damaged, or load the model on a larger machine.")
 
 
 def make_tokenizer(train_config: TrainConfig, text: str, train_text: str):

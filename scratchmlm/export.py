@@ -315,7 +315,7 @@ def load_pretrained(path: str | Path, device: str = "auto"):
 def load_export(path: str | Path, device: str = "auto"):
     """:func:`load_pretrained` plus the ``state`` that ``load_run`` returns (``step``, ``vocab``,
     ``valid_fingerprint``, ``checkpoint``)."""
-    from .build import build_model, resolve_device
+    from .build import build_model, check_model_memory, resolve_device
     from .run_dir import load_model_state
 
     path = Path(path)
@@ -335,6 +335,7 @@ def load_export(path: str | Path, device: str = "auto"):
         raise ScratchMLMError(f"{path / CONFIG_FILE}: 'step' must be an integer >= 0, got {_short(step)}.")
     config = RunConfig.from_dict({"model": description.get("model"), "train": description.get("train")})
     config.model.validate()
+    check_model_memory(config.model, path / CONFIG_FILE)    # before anything reads or builds more
     tokenizer = load_tokenizer(path / TOKENIZER_FILE)
     if config.model.vocab_size != tokenizer.vocab_size:
         raise ScratchMLMError(f"{path / CONFIG_FILE} says vocab_size {config.model.vocab_size} but "

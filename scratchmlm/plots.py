@@ -89,9 +89,24 @@ def noam_factor_used(config, train: Iterable[dict] = ()) -> float:
     return float(np.median(ratios)) if ratios else config.train.noam_factor
 
 
+CURVE_POINTS = 10_000    # a drawn schedule has at most this many points (and two corners)
+
+
+def sampled_steps(last_step: int, corners: Iterable[int] = ()) -> np.ndarray:
+    """Steps ``1..last_step`` to draw a curve at: every step when there are at most ``CURVE_POINTS``,
+    else ``CURVE_POINTS`` evenly spaced ones plus the ``corners`` (the warm-up's peak) and the last
+    step, so the work is bounded however long the run (``--steps 10**8``)."""
+    last_step = max(int(last_step), 1)
+    if last_step <= CURVE_POINTS:
+        return np.arange(1, last_step + 1)
+    spaced = np.linspace(1, last_step, CURVE_POINTS).round().astype(np.int64)
+    kept = [int(step) for step in corners if 1 <= step <= last_step]
+    return np.unique(np.concatenate([spaced, np.array([*kept, last_step], dtype=np.int64)]))
+
+
 def _schedule(config, last_step: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Noam learning rate of ``config`` (with ``factor``) at every step ``1..last_step``."""
-    steps = np.arange(1, max(last_step, 1) + 1)
+    """The Noam learning rate of ``config`` (with ``factor``) at steps ``1..last_step`` (sampled)."""
+    steps = sampled_steps(last_step, [config.train.warmup])
     rates = [noam_lr(int(step), config.model.d_model, config.train.warmup, factor) for step in steps]
     return steps, np.array(rates)
 
@@ -270,13 +285,14 @@ def plot_comparison(runs: dict[str, tuple[list[dict[str, Any]], Any]], path: str
 
 def plot_noam(d_model: int, warmup: int, factor: float = 1.0, steps: int = 10000,
               path: str | Path | None = None) -> Figure:
-    """The Noam learning rate for steps ``1..steps``, with its peak marked and annotated.
+    """The Noam learning rate for steps ``1..steps`` (at most ``CURVE_POINTS`` of them, the peak
+    always among them), with its peak marked and annotated.
 
     The peak falls at ``step == warmup`` (or at the last step, if ``warmup > steps``).
     """
     if steps < 1:
         raise ScratchMLMError(f"plot_noam needs steps >= 1, got {steps}.")
-    step_numbers = np.arange(1, steps + 1)
+    step_numbers = sampled_steps(steps, [warmup])      # at most ~CURVE_POINTS, the peak among them
     rates = np.array([noam_lr(int(step), d_model, warmup, factor) for step in step_numbers])
     peak = int(np.argmax(rates))
     peak_step, peak_rate = int(step_numbers[peak]), float(rates[peak])

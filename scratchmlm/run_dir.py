@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .build import build_model, resolve_device
+from .build import build_model, check_model_memory, resolve_device
 from .checkpoint import load_checkpoint
 from .config import RunConfig, read_json
 from .errors import ScratchMLMError
@@ -268,6 +268,17 @@ def _record_problem(record) -> str | None:
 
 def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:
     """``model.load_state_dict(weights)``, with a mismatch reported as the run's problem."""
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or name not in expected:
+            continue                       # load_state_dict below names what is missing or unexpected
+        if tensor.dtype != expected[name].dtype:   # load_state_dict would cast the bytes silently
+            raise ScratchMLMError(f"{path}: {name} is stored as {str(tensor.dtype).replace('torch.', '')}, but the "
+                                  f"model holds {str(expected[name].dtype).replace('torch.', '')}; the file is damaged "
+                                  f"or was not written by scratchmlm. Use another checkpoint or export again.")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ScratchMLMError(f"{path}: the weights of {name} are not finite (NaN or infinity): the run diverged "
+                                  f"or the file is damaged. Use another checkpoint, or retrain.")
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, KeyError) as error:
@@ -294,6 +305,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
         raise ScratchMLMError(f"{run.path} is not a scratchmlm run directory (no config.json).")
     config = RunConfig.load(run.config)
     config.model.validate()
+    check_model_memory(config.model, run.config)     # before anything reads or builds more
     tokenizer = load_tokenizer(run.tokenizer)
     path = run.checkpoint(checkpoint)
     if checkpoint == "best" and not path.is_file() and run.checkpoint("last").is_file():
