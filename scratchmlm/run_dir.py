@@ -36,6 +36,36 @@ CHECKPOINT_KEYS = {"step": int, "device_type": str, "config": dict, "vocab": lis
                    "model": dict, "optimizer": dict, "scheduler": dict, "best_loss": float,
                    "evals_without_improvement": int, "rng": dict}
 WEIGHT_KEYS = {"step": int, "vocab": list, "model": dict}
+RNG_KEYS = ("batches", "masking", "cpu", "cuda")
+
+
+def check_resume_state(state: dict, path: Path) -> None:
+    """The ranges of a ``last.pt``'s fields, beyond their types (``CHECKPOINT_KEYS``): what a resumed
+    run would act on (``step`` decides which metrics records are dropped) must make sense first."""
+    def refuse(field: str, problem: str) -> None:
+        raise ScratchMLMError(f"Checkpoint {path}: '{field}' {problem}; the file was edited or damaged. "
+                              f"Use the run's other checkpoint, or start a new run.")
+
+    step = state["step"]
+    if not 0 <= step <= 2 ** 63 - 1:
+        refuse("step", f"must be an integer >= 0, got {_short(step)}")
+    if math.isnan(state["best_loss"]):
+        refuse("best_loss", "is NaN")
+    if state["evals_without_improvement"] < 0:
+        refuse("evals_without_improvement", f"must be >= 0, got {state['evals_without_improvement']}")
+    last_eval = state.get("last_eval_step")
+    if last_eval is not None and (type(last_eval) is not int or not 0 <= last_eval <= step):
+        refuse("last_eval_step", f"must be empty or a step from 0 to {step}, got {_short(last_eval)}")
+    world_size = state.get("world_size", 1)
+    if type(world_size) is not int or world_size < 1:
+        refuse("world_size", f"must be an integer >= 1, got {_short(world_size)}")
+    by_rank = state.get("rng_by_rank", [state["rng"]])
+    if not isinstance(by_rank, list) or len(by_rank) != world_size:
+        refuse("rng_by_rank", f"must list one random-number state per process ({world_size}), got {_short(by_rank)}")
+    for rng in by_rank:
+        if not isinstance(rng, dict) or not all(isinstance(rng.get(key), torch.Tensor) and
+                                                rng[key].dtype == torch.uint8 for key in RNG_KEYS):
+            refuse("rng_by_rank", f"must hold the states {', '.join(RNG_KEYS)} as byte tensors")
 
 # What a run writes before its first checkpoint (and a start that never reached it may have left).
 START_FILES = {".lock", "config.json", "run.json", "tokenizer.json", "metrics.jsonl", "checkpoints"}
@@ -45,8 +75,12 @@ NUMBER = (int, float, type(None))
 RECORD_FIELDS = {
     "train": {"loss": NUMBER, "accuracy": NUMBER, "lr": NUMBER, "grad_norm": NUMBER},
     "eval": {"loss": NUMBER, "top1": NUMBER, "top5": NUMBER},
-    "baseline": {"name": str, "loss": NUMBER, "top1": NUMBER, "top5": NUMBER},
+    "baseline": {"name": (str,), "loss": NUMBER, "top1": NUMBER, "top5": NUMBER},
 }
+# Fields a record may carry, checked when present: numbers, and the scores of each kind of position.
+OPTIONAL_FIELDS = {"perplexity": NUMBER, "pseudo_perplexity": NUMBER, "count": NUMBER, "tokens_per_second": NUMBER,
+                   "seconds": NUMBER, "time": NUMBER}
+SCORE_FIELDS = {"count": NUMBER, "top1": NUMBER, "top5": NUMBER, "loss": NUMBER, "perplexity": NUMBER}
 
 
 class RunDirectory:
@@ -258,10 +292,40 @@ def _record_problem(record) -> str | None:
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         return f"'step' must be an integer >= 0, got {step!r}"
     for name, kinds in RECORD_FIELDS.get(record["type"], {}).items():
-        value = record.get(name)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return f"a {record['type']} record needs '{name}' of type {kinds[0].__name__}, got {value!r}"
+        problem = _field_problem(record.get(name), kinds, f"a {record['type']} record needs '{name}'")
+        if problem:
+            return problem
+    for name, kinds in OPTIONAL_FIELDS.items():
+        if name in record:
+            problem = _field_problem(record[name], kinds, f"'{name}' must be")
+            if problem:
+                return problem
+    if "by_kind" in record:
+        by_kind = record["by_kind"]
+        if not isinstance(by_kind, dict) or not all(isinstance(scores, dict) for scores in by_kind.values()):
+            return f"'by_kind' must map each kind of position to its scores, got {_short(by_kind)}"
+        for kind, scores in by_kind.items():
+            for name, kinds in SCORE_FIELDS.items():
+                if name in scores:
+                    problem = _field_problem(scores[name], kinds, f"'by_kind.{kind}.{name}' must be")
+                    if problem:
+                        return problem
     return None
+
+
+def _field_problem(value, kinds: tuple, what: str) -> str | None:
+    """``what`` of type ``kinds``, or a sentence saying what it is instead (``None``: it is fine).
+    A number must be finite: JSON's NaN / Infinity are not written by scratchmlm."""
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return f"{what} of type {kinds[0].__name__}, got {_short(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{what} a finite number, got {value!r}"
+    return None
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # -- reading a trained run back -------------------------------------------------------------------

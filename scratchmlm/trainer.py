@@ -44,7 +44,7 @@ from .interrupt import SIGNAL_NAMES, StopRequests
 from .model import TransformerMLM
 from .noam import NoamScheduler
 from .precision import prepare_for_training
-from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, load_model_state, load_run, read_metrics
+from .run_dir import CHECKPOINT_KEYS, MetricsLog, check_resume_state, RunDirectory, load_model_state, load_run, read_metrics
 from .sample import Samples, fill_prompts, validation_prompts
 from .step import StepResult, train_step
 from .tokenizer import load_tokenizer
@@ -92,7 +92,9 @@ class Trainer:
                 self.run.lock()
             try:
                 self._build(text, tokenizer=load_tokenizer(self.run.tokenizer))
-                self._restore(load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS))
+                state = load_checkpoint(self.run.checkpoint("last"), required=CHECKPOINT_KEYS)
+                check_resume_state(state, self.run.checkpoint("last"))
+                self._restore(state)
                 if train.steps <= self.step:
                     raise ScratchMLMError(f"The run is already at step {self.step}; resume with --steps "
                                           f"larger than {self.step} to train further.")
