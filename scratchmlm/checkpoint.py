@@ -32,6 +32,7 @@ import io
 import os
 import re
 import secrets
+import warnings
 from pathlib import Path
 
 import torch
@@ -163,7 +164,9 @@ def load_checkpoint(path: str | Path, map_location="cpu",
                               f"Check the file's permissions.") from None
     with handle:
         try:
-            state = torch.load(handle, map_location=map_location, weights_only=True)
+            with warnings.catch_warnings():    # torch warns before refusing some payloads; the error says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(handle, map_location=map_location, weights_only=True)
         except Exception as error:   # whatever the bytes make torch.load do, the file is not readable
             raise ScratchMLMError(f"Checkpoint {path} cannot be read (truncated, corrupted or not a scratchmlm "
                                   f"checkpoint: {_short_reason(error)}). {_USE_ANOTHER}") from None

@@ -119,15 +119,16 @@ class Trainer:
     def _build(self, text: str | None, tokenizer=None) -> None:
         """Data, model, optimizer, schedule and random generators, as the configuration says.
 
-        ``tokenizer``: a resumed run's own. With ``init_from``, the model and the vocabulary are
-        those of the run it continues, and its weights are the starting point."""
+        ``tokenizer``: a resumed run's own. With ``init_from``, a new run takes the model, the
+        vocabulary and the starting weights of the run (or export) it continues; a resumed one
+        reads nothing from there (its config.json, tokenizer.json and last.pt hold it all)."""
         config, train = self.config, self.config.train
         text = load_text(train.data) if text is None else text
         if self.world.is_main and self.run.checkpoint("last").is_file():    # resuming: the same text
             self.run.check_data(text)
         self.text = text
         initial_weights = None
-        if train.init_from:
+        if train.init_from and tokenizer is None:   # a new run; a resumed one has all it needs in last.pt
             initial_weights, tokenizer = self._take_from(train.init_from, text)
         self.data = RunData.prepare(train, text, tokenizer=tokenizer)
         config.model.vocab_size = self.data.tokenizer.vocab_size
@@ -160,7 +161,7 @@ class Trainer:
         """Domain adaptation: the best weights and the tokenizer of the run ``source``, whose model
         settings this run adopts. Characters of ``text`` the vocabulary lacks become ``[UNK]``;
         ``self.unknown_characters`` counts them."""
-        _, tokenizer, source_config, state = load_run(source, "best", "cpu")
+        model, tokenizer, source_config, _ = load_run(source, "best", "cpu")   # a run or an export
         train = self.config.train
         if train.seq_len > source_config.model.max_len:
             raise ScratchMLMError(f"--seq-len {train.seq_len} is longer than the {source_config.model.max_len} "
@@ -169,7 +170,7 @@ class Trainer:
         self.config.model = copy.deepcopy(source_config.model)
         train.tokenizer, train.vocab_size = source_config.train.tokenizer, source_config.train.vocab_size
         self.unknown_characters = {char: text.count(char) for char in tokenizer.unknown_characters(text)}
-        return state["model"], tokenizer
+        return model.state_dict(), tokenizer
 
     def _create_run(self) -> None:
         """Write a new run directory; if that fails half-way, remove it again (it was empty)."""
