@@ -295,7 +295,9 @@ def _train(args, world) -> int:
                                   "a resumed run keeps the "
                                   "configuration in its config.json.")
         if not (args.run_dir / "config.json").is_file():
-            raise ScratchMLMError(f"Cannot resume: {args.run_dir} has no config.json.")
+            raise ScratchMLMError(f"Cannot resume: {args.run_dir} has no config.json (a run stopped before it "
+                                  f"wrote one holds nothing to resume); start it with the command that "
+                                  f"started it, without --resume.")
         config = RunConfig.load(args.run_dir / "config.json")
         _, overrides = _run_config(args)
         changed = sorted(k for k in overrides if k != "train.steps")

@@ -99,9 +99,9 @@ def sampled_steps(last_step: int, corners: Iterable[int] = ()) -> np.ndarray:
     last_step = max(int(last_step), 1)
     if last_step <= CURVE_POINTS:
         return np.arange(1, last_step + 1)
-    spaced = np.linspace(1, last_step, CURVE_POINTS).round().astype(np.int64)
-    kept = [int(step) for step in corners if 1 <= step <= last_step]
-    return np.unique(np.concatenate([spaced, np.array([*kept, last_step], dtype=np.int64)]))
+    spaced = {1 + (last_step - 1) * i // (CURVE_POINTS - 1) for i in range(CURVE_POINTS)}   # exact integers
+    steps = sorted(spaced | {int(step) for step in corners if 1 <= step <= last_step})
+    return np.array(steps, dtype=np.int64 if last_step < 2 ** 62 else np.float64)   # float: beyond an int64
 
 
 def _schedule(config, last_step: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
