@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import ScratchMLMError
+from .files import regular_file
 
 PAD, MASK, UNK = "[PAD]", "[MASK]", "[UNK]"
 SPECIAL_TOKENS = (PAD, MASK, UNK)
@@ -204,6 +205,8 @@ def load_tokenizer(path: str | Path):
     """The tokenizer a run stored in ``tokenizer.json``: a ``CharTokenizer`` (WordLevel model) or a
     ``SubwordTokenizer`` (BPE or WordPiece model)."""
     path = Path(path)
+    if path.exists() and not path.is_file():     # a FIFO would block the read below forever
+        regular_file(path, "tokenizer file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):

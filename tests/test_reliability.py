@@ -200,20 +200,37 @@ def test_a_symlink_loop_as_data_is_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def main_without_blocking(argv, fifo):
+    """``cli.main(argv)`` in a thread; if it still waits after 30 s, the FIFO gets a writer and the test fails."""
+    status = []
+    worker = threading.Thread(target=lambda: status.append(cli.main(argv)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():                       # unblock the reader (each time it opens the FIFO), then fail
+        while worker.is_alive():
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:                     # no reader at this moment
+                pass
+            worker.join(timeout=0.1)
+        pytest.fail(f"{argv[0]} blocked on the FIFO {fifo}")
+    return status[0]
+
+
 def test_a_fifo_as_config_is_refused_without_blocking(tmp_path, capsys):
     """Failed before: open() of the FIFO waited forever for a writer."""
     fifo = tmp_path / "config.json"
     os.mkfifo(fifo)
-    status = []
-    worker = threading.Thread(target=lambda: status.append(cli.main(["train", "--config", str(fifo)])), daemon=True)
-    worker.start()
-    worker.join(timeout=30)
-    if worker.is_alive():                       # unblock the reader, then fail
-        with open(fifo, "w"):
-            pass
-        worker.join()
-        pytest.fail("train --config FIFO blocked")
-    assert status == [2]
+    assert main_without_blocking(["train", "--config", str(fifo)], fifo) == 2
+    assert "not a regular file" in one_error_line(capsys)
+
+
+def test_a_fifo_inside_a_run_is_refused_without_blocking(trained_run, tmp_path, capsys):
+    """Failed before: reading tokenizer.json waited forever for a writer."""
+    run = copy_run(trained_run, tmp_path)
+    (run / "tokenizer.json").unlink()
+    os.mkfifo(run / "tokenizer.json")
+    assert main_without_blocking(["fill-mask", str(run), "a[MASK]", "--checkpoint", "last"], run / "tokenizer.json") == 2
     assert "not a regular file" in one_error_line(capsys)
 
 
