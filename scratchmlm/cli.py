@@ -44,7 +44,8 @@ LARGEST_INT = 2 ** 63 - 1     # what torch and numpy hold in an int64
 
 
 def _integer(low: int = -LARGEST_INT, high: int = LARGEST_INT):
-    """An argparse type: an integer from ``low`` to ``high``, the range the library can use."""
+    """An argparse type: an integer from ``low`` to ``high``, the range the library can use (the
+    settings' own checks then say what a usable value is, in one line)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -57,8 +58,6 @@ def _integer(low: int = -LARGEST_INT, high: int = LARGEST_INT):
     return parse
 
 
-# Integer settings whose usable range is narrower than an int64's.
-FLAG_RANGES = {"seed": (0, 2 ** 32 - 1), "vocab_size": (0, 1_000_000)}
 # Flags that hold paths (any bytes a file name may have); every other text must be valid Unicode.
 PATH_FLAGS = ("train.data", "train.init_from")
 
@@ -107,8 +106,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title
     for field in dataclasses.fields(config_class):
         if config_class is ModelConfig and field.name == "vocab_size":
             continue  # always taken from the tokenizer
-        kind = {"bool": _parse_bool, "int": _integer(*FLAG_RANGES.get(field.name, ())), "float": float,
-                "str": str}[field.type]
+        kind = {"bool": _parse_bool, "int": _integer(), "float": float, "str": str}[field.type]
         choices = field.metadata.get("choices")
         group.add_argument("--" + field.name.replace("_", "-"), dest=f"{group_title}.{field.name}",
                            type=kind, default=None, choices=choices,
@@ -167,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample = with_run("sample", "fill masked validation lines (or your prompts) and colour them by correctness")
     sample.add_argument("--prompt", action="append", default=None,
                         help="your own prompt (repeatable); a literal [MASK] marks what to fill")
-    sample.add_argument("--count", type=_integer(1, 10_000), default=8, metavar="N",
+    sample.add_argument("--count", type=_integer(high=10_000), default=8, metavar="N",
                         help="number of validation prompts (default: 8)")
-    sample.add_argument("--seed", type=_integer(0, LARGEST_INT), default=0, metavar="N",
+    sample.add_argument("--seed", type=_integer(0), default=0, metavar="N",
                         help="seed of the prompt choice and the masks (default: 0)")
     sample.add_argument("--color", default="auto", choices=["auto", "always", "never"],
                         help="auto = only on a terminal without NO_COLOR (default: auto)")
@@ -178,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "position with its expected and predicted character")
     fill = with_run("fill-mask", "top-k characters with probabilities for every [MASK] in TEXT")
     fill.add_argument("text", help='e.g. "To be, or not to b[MASK]"')
-    fill.add_argument("--top-k", type=_integer(1, 10_000), default=5, metavar="K",
+    fill.add_argument("--top-k", type=_integer(high=10_000), default=5, metavar="K",
                       help="candidates shown per [MASK] (default: 5)")
     fill.add_argument("--json", action="store_true",
                       help="print a JSON list with one list per [MASK] of Hugging Face fill-mask pipeline "
@@ -203,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"],
                       help="file format of the figures (default: png)")
     plot.add_argument("--prompt", default=None, help="text for the attention maps (default: a validation line)")
-    plot.add_argument("--layer", type=_integer(0, 1_000_000), default=0, metavar="L",
+    plot.add_argument("--layer", type=_integer(high=1_000_000), default=0, metavar="L",
                       help="encoder layer of the attention map, from 0 (default: 0)")
-    plot.add_argument("--head", type=_integer(0, 1_000_000), default=0, metavar="H",
+    plot.add_argument("--head", type=_integer(high=1_000_000), default=0, metavar="H",
                       help="attention head of the attention map, from 0 (default: 0)")
     compare = commands.add_parser(
         "compare", help="overlay several runs' curves in one figure (e.g. two schedules)",

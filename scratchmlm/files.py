@@ -34,7 +34,8 @@ def regular_file(path: str | Path, what: str) -> Path:
         raise ScratchMLMError(f"The {what} {path} cannot be opened: {_reason(error)}.") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
-        raise ScratchMLMError(f"The {what} {path} is not a regular file (it is {kind}); give the path of a file.")
+        raise ScratchMLMError(f"The {what} {path} cannot be read: it is not a regular file (it is {kind}); "
+                              f"give the path of a file.")
     return path
 
 

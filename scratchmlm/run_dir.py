@@ -340,9 +340,6 @@ def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:
             raise ScratchMLMError(f"{path}: {name} is stored as {str(tensor.dtype).replace('torch.', '')}, but the "
                                   f"model holds {str(expected[name].dtype).replace('torch.', '')}; the file is damaged "
                                   f"or was not written by scratchmlm. Use another checkpoint or export again.")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ScratchMLMError(f"{path}: the weights of {name} are not finite (NaN or infinity): the run diverged "
-                                  f"or the file is damaged. Use another checkpoint, or retrain.")
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, KeyError) as error:

@@ -243,6 +243,9 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPredictio
     device = next(model.parameters()).device
     with eval_mode(model):
         probs = F.softmax(model(ids[None].to(device))[0].float(), dim=-1).cpu()   # [seq, vocab]
+    if not bool(torch.isfinite(probs[positions]).all()):
+        raise ScratchMLMError("The model's probabilities are not finite (NaN): its weights diverged or are damaged; "
+                              "use another checkpoint (--checkpoint) or retrain.")
     probs[:, list(tokenizer.special_ids)] = 0.0   # only real characters are answers
     probs = probs / probs.sum(-1, keepdim=True)
     results = []
