@@ -10,8 +10,8 @@ from .errors import ScratchMLMError
 from .evaluate import EvalResult, eval_mode, evaluate
 from .export import export_run, load_pretrained
 from .masking import IGNORE_INDEX, BertMasker, MaskedBatch
-from .model import (Dropout, Embeddings, Encoder, EncoderLayer, FeedForward, Generator, MultiHeadAttention,
-                    TransformerMLM)
+from .model import (BertMLM, Dropout, Embeddings, Encoder, EncoderLayer, FeedForward, Generator,
+                    MultiHeadAttention, TransformerMLM)
 from .noam import NoamScheduler, noam_lr
 from .run_dir import load_run
 from .sample import fill_mask, fill_prompts
@@ -28,7 +28,7 @@ __all__ = [
     "random_windows", "evenly_spaced_windows", "FrozenValidationSet", "fingerprint",
     "BertMasker", "MaskedBatch", "IGNORE_INDEX",
     "Dropout", "Embeddings", "MultiHeadAttention", "FeedForward", "EncoderLayer", "Encoder", "Generator",
-    "TransformerMLM",
+    "TransformerMLM", "BertMLM",
     "noam_lr", "NoamScheduler",
     "masked_cross_entropy", "train_step", "StepResult", "Trainer",
     "evaluate", "EvalResult", "eval_mode", "fill_mask", "fill_prompts", "load_run",

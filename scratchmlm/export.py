@@ -271,7 +271,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     model, tokenizer, config, state = load_run(run_dir, checkpoint, "cpu")
     description = {
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "scratchmlm_version": __version__,
-        "architecture": "TransformerMLM", "model": config.to_dict()["model"], "train": config.to_dict()["train"],
+        "architecture": type(model).__name__, "model": config.to_dict()["model"], "train": config.to_dict()["train"],
         "step": state["step"], "checkpoint": state.get("checkpoint", checkpoint),
         "valid_fingerprint": state.get("valid_fingerprint"),
         "special_tokens": {token: tokenizer.token_to_id[token] for token in tokenizer.vocab[:tokenizer.first_real_id]},
