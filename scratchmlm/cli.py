@@ -133,10 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write a run's weights as model.safetensors + config.json + tokenizer.json",
         description="Write a folder that loads without unpickling anything: model.safetensors, config.json "
                     "and the Hugging Face tokenizer.json. Load it with scratchmlm.load_pretrained(DIR), or "
-                    "give it to evaluate / sample / fill-mask in place of a run directory.")
+                    "give it to evaluate / sample / fill-mask in place of a run directory. With --format "
+                    "transformers (a run trained with --preset bert; needs pip install 'scratchmlm[hf]'): a "
+                    "Hugging Face folder that BertForMaskedLM.from_pretrained and pipeline('fill-mask') load.")
     export.add_argument("run", type=Path, help="a run directory written by 'scratchmlm train'")
+    export.add_argument("--format", default="scratchmlm", choices=["scratchmlm", "transformers"],
+                        help="scratchmlm: for scratchmlm.load_pretrained; transformers: for Hugging Face's "
+                             "BertForMaskedLM (default: scratchmlm)")
     export.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="the folder to write (default: RUN/export)")
+                        help="the folder to write (default: RUN/export, or RUN/transformers with --format "
+                             "transformers)")
     export.add_argument("--checkpoint", default="best", choices=["best", "last"],
                         help="best = lowest validation loss, last = the newest (default: best)")
     env = commands.add_parser(
@@ -381,6 +387,13 @@ def cmd_fill_mask(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.format == "transformers":
+        from .hf import export_transformers
+
+        out = export_transformers(args.run, args.out, args.checkpoint)
+        for path in sorted(out.iterdir()):
+            print(path)
+        return 0
     from .export import export_run
 
     out = export_run(args.run, args.out, args.checkpoint)
