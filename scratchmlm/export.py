@@ -9,9 +9,9 @@
       tokenizer.json      the run's Hugging Face tokenizer file (``tokenizers.Tokenizer.from_file``)
 
 and :func:`load_pretrained` (or ``load_run``, which accepts such a folder too) reads it back into a
-``TransformerMLM`` (or ``BertMLM``) whose logits equal the run's bit for bit. Nothing here calls ``torch.load``: a
-``.pt`` checkpoint is a pickle, which can run code when it is opened; these three files are JSON
-and raw numbers.
+``TransformerMLM`` (or ``BertMLM``) whose logits equal the run's bit for bit. Nothing here calls
+``torch.load``: a ``.pt`` checkpoint is a pickle, which can run code when it is opened; these three
+files are JSON and raw numbers.
 
 The safetensors format
 ----------------------

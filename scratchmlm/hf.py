@@ -72,7 +72,8 @@ def _renames(num_layers: int) -> list[tuple[str, str]]:
                      ("feed_forward.linear1", "intermediate.dense"), ("feed_forward.linear2", "output.dense"),
                      ("norm2", "output.LayerNorm")):
             pairs += [(f"{ours}.{a}.{p}", f"{theirs}.{b}.{p}") for p in ("weight", "bias")]
-    for a, b in (("head.dense", "cls.predictions.transform.dense"), ("head.norm", "cls.predictions.transform.LayerNorm")):
+    for a, b in (("head.dense", "cls.predictions.transform.dense"),
+                 ("head.norm", "cls.predictions.transform.LayerNorm")):
         pairs += [(f"{a}.{p}", f"{b}.{p}") for p in ("weight", "bias")]
     pairs.append(("head.bias", "cls.predictions.bias"))
     return pairs
