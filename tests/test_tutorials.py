@@ -29,6 +29,7 @@ BUDGETS = {
     "06_schedules": 90,
     "07_train_and_evaluate_honestly": 180,
     "08_inside_a_trained_model": 30,
+    "09_your_bert_is_bert": 45,
 }
 SERIES_BUDGET = 600
 NOTEBOOKS = [TUTORIALS / f"{name}.ipynb" for name in BUDGETS]
