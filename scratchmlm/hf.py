@@ -37,6 +37,7 @@ The seed ``TransformerMLM`` has no ``BertForMaskedLM`` counterpart (see ``export
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -221,29 +222,15 @@ def export_transformers(run_dir: str | Path, out: str | Path | None = None, chec
                                   "checkpoint": state.get("checkpoint", checkpoint),
                                   "valid_fingerprint": state.get("valid_fingerprint"),
                                   "train": config.to_dict()["train"]}
-    with _temporary_tokenizer_file(tokenizer, out) as tokenizer_file:
+    with tempfile.TemporaryDirectory() as folder:         # the run's tokenizer.json, as the run saves it
+        tokenizer.save(Path(folder) / "tokenizer.json")
         hf_tokenizer = transformers.PreTrainedTokenizerFast(
-            tokenizer_file=str(tokenizer_file), pad_token="[PAD]", mask_token="[MASK]", unk_token="[UNK]",
-            model_max_length=model.max_len)
+            tokenizer_file=str(Path(folder) / "tokenizer.json"), pad_token="[PAD]", mask_token="[MASK]",
+            unk_token="[UNK]", model_max_length=model.max_len)
     out.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(out)
     hf_tokenizer.save_pretrained(out)
     return out
-
-
-class _temporary_tokenizer_file:
-    """The run's ``tokenizer.json`` written beside ``out`` for the moment it takes to read it."""
-
-    def __init__(self, tokenizer, out: Path):
-        self.tokenizer, self.path = tokenizer, out.parent / f".{out.name}.tokenizer.json"
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save(self.path)
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _check_target(out: Path) -> None:

@@ -246,3 +246,17 @@ def test_a_seed_run_does_not_export_to_transformers(tmp_path):
         assert main(["export", str(tmp_path / "run"), "--format", "transformers"]) != 0
     assert "Only a BertMLM converts" in stderr.getvalue() and "--preset bert" in stderr.getvalue()
     assert not (tmp_path / "run" / "transformers").exists()
+
+
+def test_export_replaces_an_earlier_export_but_nothing_else(trained_bert_run, tmp_path):
+    run_dir, exported = trained_bert_run
+    before = (exported / "model.safetensors").read_bytes()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", str(run_dir), "--format", "transformers"]) == 0     # the same folder again
+    assert (exported / "model.safetensors").read_bytes() == before
+    (tmp_path / "notes.txt").write_text("mine")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert main(["export", str(run_dir), "--format", "transformers", "--out", str(tmp_path)]) != 0
+    assert "not a scratchmlm transformers export" in stderr.getvalue()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
