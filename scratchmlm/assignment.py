@@ -17,8 +17,8 @@ bodies kept. Signatures, docstrings and the code around the regions are untouche
 regions in the assignment notebooks (``# BEGIN SOLUTION`` with no task) are always blanked.
 
 The copy leaves out what would give answers away or only serves the teacher: the buggy variants
-(``checks/mutants.py``), the snapshot maker, the tests, the experiments and the tutorials other
-than ``tutorials/assignment_*``. The graded checks (``scratchmlm check PART``) and their frozen
+(``checks/mutants.py``), the snapshot maker, the teacher's grader (``checks/grade.py`` and its
+worker), the tests, the experiments and the tutorials other than ``tutorials/assignment_*``. The graded checks (``scratchmlm check PART``) and their frozen
 reference outputs go with it.
 """
 

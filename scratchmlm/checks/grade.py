@@ -70,7 +70,8 @@ SNAPSHOT_MAKERS = {"attention": make_snapshots.attention_snapshot, "encoder": ma
 MASKING_SEEDS = ("DATA_SEED", "MASK_SEED", "OTHER_SEED", "GLOBAL_SEED")
 
 WORKER = Path(__file__).resolve().with_name("grade_worker.py")
-DEFAULT_TIMEOUT = 60.0                  # seconds per part (the first part also pays for importing torch)
+DEFAULT_TIMEOUT = 60.0                  # seconds the submission's code may take per part
+STARTUP_TIMEOUT = 120.0                 # seconds to start Python and import torch and the adapters
 MAX_ANSWER_BYTES = 1 << 30              # what the student's process may write back per part
 SCHEDULE_TABLE_LENGTH = 512             # learning-rate multipliers sent for the stand-in schedule
 STAND_IN_LAYOUT = ["embed.weight", "mix.weight", "mix.bias"]   # grade_worker.new_stand_in builds this
@@ -400,7 +401,12 @@ class Replayer:
 
 def run_worker(python: str, submission: Path, exchange: Path, parts: list[str], timeout: float) -> dict[str, str]:
     """Run the worker over ``parts``, restarting it after a part that hangs or kills it; returns
-    the one-line reason of each part that got no answer."""
+    the one-line reason of each part that got no answer.
+
+    The worker writes ``ready`` to ``EXCHANGE/progress`` once the submission's adapters are
+    imported (allowed ``STARTUP_TIMEOUT``), then each part's name as it starts it (each part allowed
+    ``timeout`` seconds). Only a later part restarts the clock, so a process that writes the
+    file itself cannot run for longer than its parts' time together."""
     failures: dict[str, str] = {}
     remaining = list(parts)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
@@ -412,28 +418,33 @@ def run_worker(python: str, submission: Path, exchange: Path, parts: list[str], 
             process = subprocess.Popen([python, str(WORKER), str(submission), str(exchange), *remaining],
                                        cwd=submission, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=stderr, start_new_session=True)
-            current, since, timed_out = remaining[0], time.monotonic(), False
+            stage, since, limit, timed_out = -1, time.monotonic(), max(STARTUP_TIMEOUT, timeout), False
             while process.poll() is None:
-                started = progress.read_text(encoding="utf-8").split()
-                if started and started[-1] != current and started[-1] in remaining:
-                    current, since = started[-1], time.monotonic()
-                if time.monotonic() - since > timeout:
+                lines = progress.read_text(encoding="utf-8", errors="replace").split()
+                if stage == -1 and "ready" in lines:
+                    stage, since, limit = 0, time.monotonic(), timeout
+                if stage >= 0 and lines and lines[-1] in remaining[stage + 1:]:
+                    stage, since = remaining.index(lines[-1]), time.monotonic()
+                if time.monotonic() - since > limit:
                     timed_out = True
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
                     break
                 time.sleep(0.02)
             with contextlib.suppress(ProcessLookupError):          # no child of the student's code outlives it
                 os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         answered = [part for part in remaining if (exchange / f"out_{part}.json").is_file()]
-        if current not in answered:
+        stuck = [part for part in remaining if part not in answered]
+        if stage >= 0:
+            stuck = [remaining[stage]] if remaining[stage] in stuck else []
+        tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        for part in stuck:
             if timed_out:
-                failures[current] = f"your code did not finish this part within {timeout:g} s (stopped)"
+                failures[part] = (f"your code did not finish this part within {limit:g} s (stopped)" if stage >= 0
+                                  else f"importing your adapters took more than {limit:g} s (stopped)")
             else:
-                tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-                failures[current] = (f"the process running your code ended (exit status {process.returncode}) "
-                                     f"during this part" + (f": {tail[-1].strip()[:300]}" if tail else ""))
+                failures[part] = (f"the process running your code ended (exit status {process.returncode}) "
+                                  f"{'during this part' if stage >= 0 else 'while importing your adapters'}"
+                                  + (f": {tail[-1].strip()[:300]}" if tail else ""))
         remaining = [part for part in remaining if part not in answered and part not in failures]
     return failures
 
@@ -543,6 +554,8 @@ def replay(part: str, calls: list[dict], folder: Path, inputs) -> Report:
         with inputs(), one_thread(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return PARTS[part](**{name: replayer.adapter(name) for name in ADAPTERS[part]})
+    except StudentError as error:
+        return failed_report(part, f"your code raised {error}")
     except Exception as error:                           # noqa: BLE001 - a grade is never lost to a crash
         return failed_report(part, f"your code's answers stopped the check: {one_line(error)}")
 

@@ -7,7 +7,8 @@ inputs, and writes them to ``EXCHANGE/calls.json`` and ``EXCHANGE/inputs.npz``. 
 the submission's ``scratchmlm/checks/adapters.py`` (and what it imports), answers every call of each
 PART with the submission's code and writes the answers as plain data: ``EXCHANGE/out_PART.json`` and
 ``out_PART.npz`` (arrays only, read back without pickle). Before each part it appends the part's name
-to ``EXCHANGE/progress``, so the teacher can time it out.
+to ``EXCHANGE/progress`` (and ``ready`` once the adapters are imported), so the teacher can time
+it out.
 
 The file is the teacher's and runs from the teacher's install; it imports nothing of scratchmlm but
 the submission's adapters, so the reference implementation is never loaded into the student's
@@ -319,9 +320,11 @@ def main(argv: list[str]) -> int:
         fatal = ""
     except (Exception, SystemExit) as error:          # noqa: BLE001
         adapters, fatal = None, f"the submission's adapters could not be imported: {one_line(error)}"
-    for part in parts:
+    for part in ["ready", *parts]:
         with open(exchange / "progress", "a", encoding="utf-8") as progress:
             progress.write(f"{part}\n")
+        if part == "ready":
+            continue
         answers, sessions = Answers(), {}
         if fatal:
             record = {"fatal": fatal}
