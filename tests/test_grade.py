@@ -49,24 +49,23 @@ def reasons(report: Report) -> str:
 
 LOOKUP = '''
 def run_attention(weights, x, num_heads, key_padding_mask=None):
-    """A spoof: no attention at all. It looks for the answer among the grader's files (the folder
-    it was handed on the command line), then in the reference outputs that ship with the copy."""
+    """A spoof: no attention at all. It looks the answer up in the reference outputs that ship with
+    the copy, then among the grader's files (any folder it was handed on the command line)."""
     import sys
     from pathlib import Path
     import numpy as np
+    with np.load(Path(__file__).parent / "reference" / "attention.npz", allow_pickle=False) as snapshot:
+        for case in ("plain", "padding"):
+            if np.array_equal(snapshot[f"{case}/x"], x.numpy()):
+                return torch.from_numpy(snapshot[f"expected/{case}/output"].copy())
     for folder in [Path(arg) for arg in sys.argv[1:] if Path(arg).is_dir()]:
         for path in folder.glob("*.npz"):
             with np.load(path, allow_pickle=False) as stored:
                 for name in stored.files:
                     a = stored[name]
-                    if a.shape == tuple(x.shape) and not np.array_equal(a, x.numpy()):
+                    if a.shape == tuple(x.shape) and a.dtype == np.float64 and not np.array_equal(a, x.numpy()):
                         return torch.from_numpy(a.copy())
-    with np.load(Path(__file__).parent / "reference" / "attention.npz", allow_pickle=False) as snapshot:
-        for case in ("plain", "padding"):
-            if np.array_equal(snapshot[f"{case}/x"], x.numpy()):
-                return torch.from_numpy(snapshot[f"expected/{case}/output"].copy())
-        case = "plain" if key_padding_mask is None else "padding"
-        return torch.from_numpy(snapshot[f"expected/{case}/output"].copy())
+    return torch.zeros_like(x)
 '''
 
 PATCHER = '''
