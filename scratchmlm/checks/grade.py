@@ -513,7 +513,7 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
           timeout: float = DEFAULT_TIMEOUT, python: str | None = None) -> Grade:
     """Grade the student copy in ``submission`` (the folder holding its ``scratchmlm/``) on fresh
     inputs from ``seed`` (default: a new random one); see the module's docstring."""
-    submission = Path(submission).resolve()
+    submission = locate_copy(Path(submission).resolve())
     seed = fresh_seed() if seed is None else int(seed)
     parts = list(PARTS) if parts is None else list(parts)
     unknown = [part for part in parts if part not in PARTS]
@@ -543,6 +543,15 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
                 continue
             reports.append(replay(part, exchange.calls[part], folder, inputs[part]))
     return Grade(str(submission), seed, reports)
+
+
+def locate_copy(submission: Path) -> Path:
+    """The folder holding the copy's ``scratchmlm/``: the submission itself, or its one subfolder
+    that holds it (an upload of the whole ``hw1/`` folder)."""
+    if (submission / "scratchmlm").is_dir():
+        return submission
+    found = [path.parents[2] for path in submission.glob("*/scratchmlm/checks/adapters.py")]
+    return found[0] if len(found) == 1 else submission
 
 
 def replay(part: str, calls: list[dict], folder: Path, inputs) -> Report:
