@@ -518,9 +518,9 @@ def cmd_grade(args) -> int:
 
     try:
         from .checks.grade import grade
-    except ImportError as error:
-        raise ScratchMLMError(f"'scratchmlm grade' is the teacher's: it needs the reference implementation and "
-                              f"its snapshot maker, which a student copy leaves out ({error}).") from None
+    except ImportError:
+        raise ScratchMLMError("'scratchmlm grade' is the teacher's: run it from the reference checkout (a student "
+                              "copy leaves the grader out).") from None
     parts = None if args.parts == "all" else [part.strip() for part in args.parts.split(",") if part.strip()]
     result = grade(args.submission, seed=args.seed, parts=parts, timeout=args.timeout, python=args.python)
     if args.format == "text":
