@@ -40,6 +40,7 @@ import tempfile
 import time
 import types
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -428,6 +429,8 @@ def run_worker(python: str, submission: Path, exchange: Path, parts: list[str], 
                 if time.monotonic() - since > limit:
                     timed_out = True
                     break
+                if all((exchange / f"out_{part}.json").is_file() for part in remaining):
+                    break                                  # all answered (a thread of its own may linger)
                 time.sleep(0.02)
             with contextlib.suppress(ProcessLookupError):          # no child of the student's code outlives it
                 os.killpg(process.pid, signal.SIGKILL)
@@ -454,6 +457,9 @@ def read_answers(exchange: Path, part: str) -> tuple[dict, dict[str, np.ndarray]
     paths = [exchange / f"out_{part}.json", exchange / f"out_{part}.npz"]
     if sum(path.stat().st_size for path in paths) > MAX_ANSWER_BYTES:
         raise StudentError(f"the answers of this part exceed {MAX_ANSWER_BYTES >> 20} MiB")
+    with zipfile.ZipFile(paths[1]) as archive:                 # what the arrays take once unpacked
+        if sum(info.file_size for info in archive.infolist()) > MAX_ANSWER_BYTES:
+            raise StudentError(f"the answers of this part exceed {MAX_ANSWER_BYTES >> 20} MiB")
     record = json.loads(paths[0].read_text(encoding="utf-8"))
     with np.load(paths[1], allow_pickle=False) as stored:
         arrays = {name: stored[name] for name in stored.files}
@@ -519,6 +525,8 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
     unknown = [part for part in parts if part not in PARTS]
     if unknown or not parts:
         raise ScratchMLMError(f"unknown part(s) {', '.join(unknown) or '(none)'}; the parts are {', '.join(PARTS)}")
+    if not timeout > 0:
+        raise ScratchMLMError(f"--timeout must be a positive number of seconds; got {timeout}")
     if not submission.is_dir():
         raise ScratchMLMError(f"{submission} is not a folder; give the student copy's folder (the one holding scratchmlm/)")
     exchange, inputs = Exchange(), {part: fresh_inputs(part, seed) for part in parts}
