@@ -20,7 +20,7 @@ from scratchmlm.assignment import TASKS, make_assignment
 from scratchmlm.checks import check_attention, grade as grading
 from scratchmlm.checks.grade import Grade, decode, fresh_inputs, grade, with_gradient
 from scratchmlm.checks.report import Item, Report
-from scratchmlm.checks.snapshots import SNAPSHOT_DIR, load_snapshot
+from scratchmlm.checks.snapshots import load_snapshot
 from scratchmlm.cli import main
 
 ALL_POINTS = 100
@@ -42,7 +42,8 @@ def parts_of(result: Grade) -> dict[str, Report]:
 
 
 def reasons(report: Report) -> str:
-    return " | ".join(f"{item.detail} {item.cause}" for item in report.items if not item.passed) + report.not_implemented
+    failing = [f"{item.detail} {item.cause}" for item in report.items if not item.passed]
+    return " | ".join(failing) + report.not_implemented
 
 
 # -- the spoofs, written as a student would ------------------------------------------------------

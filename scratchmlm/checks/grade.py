@@ -244,7 +244,8 @@ class Recorder:
                     if cls.__module__.startswith("torch.optim") and cls is not torch.optim.Optimizer)
         plain = (bool, int, float, str, type(None))
         defaults = {key: value for key, value in optimizer.defaults.items()
-                    if isinstance(value, plain) or (isinstance(value, tuple) and all(isinstance(v, plain) for v in value))}
+                    if isinstance(value, plain)
+                    or (isinstance(value, tuple) and all(isinstance(v, plain) for v in value))}
         table = [float(scheduler.lr_lambdas[0](done)) for done in range(SCHEDULE_TABLE_LENGTH)]
         return {"parameters": [[name, self.exchange.encode(p)] for name, p in model.named_parameters()],
                 "training": model.training, "optimizer": base.__name__, "defaults": defaults, "table": table}
@@ -370,7 +371,8 @@ class Replayer:
     def scheduler(self, optimizer, *args):
         answer = self.next("make_noam_scheduler", raise_error=False)
         if "lrs" not in answer:
-            raise (NotImplementedError if answer.get("not_implemented") else StudentError)(answer.get("error", "no answer"))
+            error = NotImplementedError if answer.get("not_implemented") else StudentError
+            raise error(answer.get("error", "no answer"))
         return ReplayedScheduler(optimizer, answer)
 
     def train_step(self, model, ids, masker, rng, optimizer, scheduler, clip_norm):
@@ -528,7 +530,8 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
     if not timeout > 0:
         raise ScratchMLMError(f"--timeout must be a positive number of seconds; got {timeout}")
     if not submission.is_dir():
-        raise ScratchMLMError(f"{submission} is not a folder; give the student copy's folder (the one holding scratchmlm/)")
+        raise ScratchMLMError(f"{submission} is not a folder; give the student copy's folder (the one holding "
+                              f"scratchmlm/)")
     exchange, inputs = Exchange(), {part: fresh_inputs(part, seed) for part in parts}
     for part in parts:                                   # 1-2: fresh inputs, the calls, the reference's verdict
         recorder = Recorder(exchange, part)
