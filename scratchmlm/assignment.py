@@ -17,8 +17,8 @@ bodies kept. Signatures, docstrings and the code around the regions are untouche
 regions in the assignment notebooks (``# BEGIN SOLUTION`` with no task) are always blanked.
 
 The copy leaves out what would give answers away or only serves the teacher: the buggy variants
-(``checks/mutants.py``), the snapshot maker, the tests, the experiments and the tutorials other
-than ``tutorials/assignment_*``. The graded checks (``scratchmlm check PART``) and their frozen
+(``checks/mutants.py``), the snapshot maker, the teacher's grader (``checks/grade.py`` and its
+worker), the tests, the experiments and the tutorials other than ``tutorials/assignment_*``. The graded checks (``scratchmlm check PART``) and their frozen
 reference outputs go with it.
 """
 
@@ -39,7 +39,7 @@ TASKS = {
     "noam": (5, "the Noam learning-rate schedule"),
 }
 PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE", "README.md")
-TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py")
+TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py", "checks/grade.py", "checks/grade_worker.py")
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?: (?P<task>\w+))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT\b")

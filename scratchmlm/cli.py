@@ -1,4 +1,4 @@
-"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | compare | check |
+"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | compare | check | grade |
 assignment | export | env``.
 
 ``evaluate``, ``sample``, ``fill-mask`` and ``env`` take ``--json``: then stdout holds one JSON
@@ -177,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("part", choices=["masking", "attention", "encoder", "step", "noam", "all"],
                        help="the part to check, or all")
     check.add_argument("--json", action="store_true", help="print the report as JSON (for autograders)")
+    grade = commands.add_parser(
+        "grade", help="teacher: grade a submission on fresh inputs, its code in a separate process",
+        description="Grade a student copy: the checks run here with the reference implementation on inputs "
+                    "drawn from a fresh seed; the submission's adapters run in their own process and only "
+                    "their answers come back. The student's own 'check' is feedback; this is the grade.")
+    grade.add_argument("submission", type=Path, help="the student copy (the folder holding scratchmlm/)")
+    grade.add_argument("--seed", type=int, default=None,
+                       help="seed of the fresh inputs (default: a new random one, printed with the grade)")
+    grade.add_argument("--parts", default="all",
+                       help="comma-separated parts to grade: masking, attention, encoder, step, noam (default: all)")
+    grade.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="wall-clock limit of the submission's code per part (default: 60)")
+    grade.add_argument("--format", default="text", choices=["text", "json", "gradescope"],
+                       help="text, JSON, or Gradescope's results.json (default: text)")
+    grade.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    grade.add_argument("--out", type=Path, default=None, metavar="FILE",
+                       help="write the result to FILE instead of standard output")
+    grade.add_argument("--python", default=None, metavar="PATH",
+                       help="the interpreter that runs the submission (default: this one)")
     assignment = commands.add_parser("assignment", help="make a student copy with parts blanked out",
                                      description="Classroom assignments from the reference source.")
     assignment_commands = assignment.add_subparsers(dest="assignment_command", required=True, metavar="ACTION")
@@ -506,6 +525,31 @@ def cmd_check(args) -> int:
     return 0 if all(report.passed for report in reports) else 1
 
 
+def cmd_grade(args) -> int:
+    """Exit 0 when every graded part passes, 1 when one fails."""
+    import json
+
+    try:
+        from .checks.grade import grade
+    except ImportError:
+        raise ScratchMLMError("'scratchmlm grade' is the teacher's: run it from the reference checkout (a student "
+                              "copy leaves the grader out).") from None
+    parts = None if args.parts == "all" else [part.strip() for part in args.parts.split(",") if part.strip()]
+    result = grade(args.submission, seed=args.seed, parts=parts, timeout=args.timeout, python=args.python)
+    if args.format == "text":
+        text = result.to_text()
+    else:
+        text = json.dumps(result.to_gradescope() if args.format == "gradescope" else result.to_dict(), indent=2,
+                          ensure_ascii=False)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+        print(f"{result.score:g}/{result.max_score:g} points, seed {result.seed}: wrote {args.out}")
+    return 0 if result.passed else 1
+
+
 def cmd_assignment(args) -> int:
     from .assignment import make_assignment, parse_tasks
 
@@ -519,7 +563,7 @@ def cmd_assignment(args) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "fill-mask": cmd_fill_mask, "plot": cmd_plot, "compare": cmd_compare,
-            "check": cmd_check, "assignment": cmd_assignment, "export": cmd_export, "env": cmd_env}
+            "check": cmd_check, "grade": cmd_grade, "assignment": cmd_assignment, "export": cmd_export, "env": cmd_env}
 
 
 def main(argv: list[str] | None = None) -> int:
