@@ -46,9 +46,11 @@ import torch
 import scratchmlm as sm
 from scratchmlm.config import read_json
 from scratchmlm.evaluate import unigram_baseline
-from scratchmlm.notebook import FAST, check, show_source
+from scratchmlm.notebook import FAST, check, show_source, use_threads
 from scratchmlm.plots import plot_noam
 from scratchmlm.run_dir import read_metrics
+
+use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 
 SEQ_LEN = 32
 D_MODEL = 128                       # the seed configuration's width

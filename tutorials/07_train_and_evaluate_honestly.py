@@ -47,11 +47,12 @@ import torch
 import scratchmlm as sm
 from scratchmlm.evaluate import bigram_infill_baseline, pseudo_perplexity
 from scratchmlm.masking import MASKED, UNCHANGED
-from scratchmlm.notebook import FAST, check
+from scratchmlm.notebook import FAST, check, use_threads
 from scratchmlm.plots import plot_training_curves
 from scratchmlm.run_dir import read_metrics
 
-print(f"fast mode: {FAST}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+threads = use_threads()    # one unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
+print(f"fast mode: {FAST}; torch {torch.__version__}, {threads} thread(s)")
 
 # %% [markdown]
 # ## 1. The recipe
