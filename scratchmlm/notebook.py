@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import ScratchMLMError
+
 FAST_VARIABLE = "SCRATCHMLM_FAST"
 THREADS_VARIABLE = "SCRATCHMLM_THREADS"
 DEMO_RUN = Path(__file__).resolve().parent / "demo"
@@ -46,7 +48,7 @@ def use_threads() -> int:
     """
     text = os.environ.get(THREADS_VARIABLE, "").strip() or "1"
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{THREADS_VARIABLE}={text!r}: set it to a whole number of threads, 1 or more.")
+        raise ScratchMLMError(f"{THREADS_VARIABLE}={text!r}: set it to a whole number of threads, 1 or more.")
     torch.set_num_threads(int(text))
     return int(text)
 

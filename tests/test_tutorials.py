@@ -76,6 +76,26 @@ def test_notebook_is_shaped_as_a_lesson(notebook):
     assert any("figure" in c.metadata.get("tags", []) for c in nb_cells), "no cell tagged 'figure'"
 
 
+def test_use_threads_takes_one_thread_unless_told_otherwise(monkeypatch):
+    import torch
+
+    from scratchmlm.errors import ScratchMLMError
+    from scratchmlm.notebook import use_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("SCRATCHMLM_THREADS", raising=False)
+        assert use_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("SCRATCHMLM_THREADS", "2")
+        assert use_threads() == 2 and torch.get_num_threads() == 2
+        for wrong in ("0", "two", "-1"):
+            monkeypatch.setenv("SCRATCHMLM_THREADS", wrong)
+            with pytest.raises(ScratchMLMError, match="SCRATCHMLM_THREADS"):
+                use_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(notebook, tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     if FULL:
