@@ -105,12 +105,13 @@ def check(name: str, got, expected, tolerance: float = 0.0, hint: str = "") -> N
     print(f"✓ {name}")
 
 
-SOLUTION_MARKER = re.compile(r"^\s*# (BEGIN|END) SOLUTION\b.*\n", re.MULTILINE)
+SOLUTION_MARKER = re.compile(r"^\s*# ((BEGIN|END) SOLUTION|HINT)\b.*\n", re.MULTILINE)
 
 
 def source_of(obj) -> str:
     """The source of a package function or class, without the assignment markers
-    (``# BEGIN SOLUTION`` / ``# END SOLUTION``) that fence the parts students write."""
+    (``# BEGIN SOLUTION`` / ``# END SOLUTION``) that fence the parts students write, nor the
+    ``# HINT`` lines their stubs keep."""
     return SOLUTION_MARKER.sub("", inspect.getsource(obj))
 
 
