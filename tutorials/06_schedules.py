@@ -32,7 +32,7 @@
 #   (warm-up 2000 vs warm-up 500, same peak) on validation top-1 and `[MASK]` top-1.
 # - Run two schedules side by side and see what skipping the warm-up does to a model.
 #
-# Runs in about 50 s on 2 CPU cores; `SCRATCHMLM_FAST=1` for a quicker run.
+# Runs in about 90 s on a 2-core CPU (torch on one thread); `SCRATCHMLM_FAST=1` for a quicker run.
 
 # %%
 # %matplotlib inline
