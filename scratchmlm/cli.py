@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--tasks", required=True,
                       help="comma-separated parts to blank: masking, attention, encoder, step, noam")
     make.add_argument("--out", type=Path, required=True, help="a new directory for the student copy")
+    make.add_argument("--tutorials", action="store_true",
+                      help="also copy tutorials 01.. with their exercise answers blanked (.py and .ipynb)")
     return parser
 
 
@@ -554,7 +556,7 @@ def cmd_assignment(args) -> int:
     from .assignment import make_assignment, parse_tasks
 
     tasks = parse_tasks(args.tasks)
-    blanked = make_assignment(tasks, args.out)
+    blanked = make_assignment(tasks, args.out, tutorials=args.tutorials)
     print(f"wrote the student copy to {args.out}; blanked: "
           + ", ".join(str(path.relative_to(args.out)) for path in blanked))
     print(f"students: see {args.out / 'ASSIGNMENT.md'}")

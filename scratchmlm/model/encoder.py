@@ -43,6 +43,9 @@ class EncoderLayer(nn.Module):
                 return_weights: bool = False):
         """``x`` ``[batch, seq, d_model]`` -> same shape (and the attention weights if asked)."""
         # BEGIN SOLUTION encoder
+        # HINT: pre-norm:  x + dropout(sublayer(norm(x)))  for the attention, then for the feed-forward
+        # HINT: post-norm: norm(x + dropout(sublayer(x))); norm1/dropout1 go with attention, norm2/dropout2 with FF
+        # HINT: self.attention returns (output, weights) only when return_weights is True
         attention_input = self.norm1(x) if self.norm_first else x
         attended = self.attention(attention_input, key_padding_mask, return_weights=return_weights)
         weights = None
@@ -77,6 +80,7 @@ class Encoder(nn.Module):
         """``[batch, seq, d_model]`` -> same shape; with ``return_weights`` also a list with one
         ``[batch, heads, seq, seq]`` tensor per layer."""
         # BEGIN SOLUTION encoder
+        # HINT: pass x through every layer in order, then self.final_norm (an Identity for post-norm)
         all_weights = []
         for layer in self.layers:
             if return_weights:
