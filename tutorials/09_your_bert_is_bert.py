@@ -52,7 +52,9 @@ from scratchmlm.build import build_model
 from scratchmlm.config import preset
 from scratchmlm.hf import export_transformers, from_transformers, to_transformers
 from scratchmlm.model import BertEmbeddings, MaskedLMHead
-from scratchmlm.notebook import FAST, check, show_source
+from scratchmlm.notebook import FAST, check, show_source, use_threads
+
+use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 
 torch.set_printoptions(precision=4, sci_mode=False)
 disable_progress_bar()                      # transformers' own bars when it loads and saves weights
