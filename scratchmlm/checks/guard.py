@@ -37,6 +37,10 @@ _LIBRARY_DIRS = tuple(str(Path(p).resolve()) for p in {sysconfig.get_paths()["st
 _TORCH_DIR = None
 
 
+RAISED = "your code raised an exception here (or ran out of time): fix that line first"
+YOUR_LINE = "last line of your code: "
+
+
 class TimeLimitExceeded(BaseException):
     """Raised by the alarm inside code that ran past its time limit."""
 
@@ -173,11 +177,10 @@ def grading(report, planned_items: int):
         failed = error.failed if isinstance(error, StudentCodeFailed) else failure(error)
         remaining = max(planned_items - len(report.items), 1)
         report.add(Item(f"the rest of the check ({remaining} item{'s' if remaining > 1 else ''}) could not run",
-                        False, f"{failed.reason}" + (f"\nlast line of your code: {failed.where}" if failed.where
-                                                    else ""),
+                        False, f"{failed.reason}" + (f"\n{YOUR_LINE}{failed.where}" if failed.where else ""),
                         "your code raised an exception, or returned something the check cannot use: "
                         "fix that first", weight=remaining))
 
 
-__all__ = ["CALL_TIME_LIMIT", "PART_TIME_LIMIT", "Failed", "TimeLimitExceeded", "StudentCodeFailed", "call",
+__all__ = ["RAISED", "YOUR_LINE", "CALL_TIME_LIMIT", "PART_TIME_LIMIT", "Failed", "TimeLimitExceeded", "StudentCodeFailed", "call",
            "grading", "raise_failed", "time_limit", "where"]

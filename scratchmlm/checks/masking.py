@@ -22,7 +22,7 @@ import math
 import torch
 
 from . import adapters
-from .guard import Failed, call, grading, raise_failed
+from .guard import RAISED, YOUR_LINE, Failed, call, grading, raise_failed
 from .report import Item, Report
 
 PART = "masking"
@@ -215,9 +215,8 @@ def _check(report: Report, run_masker, seeds, selection) -> None:
     batch = _mask(run_masker, passed_in, mask_seed)
     shape = list(ids.shape)
     if isinstance(batch, Failed):
-        report.add(Item(f"your masker runs on ids {shape}", False, f"{batch.reason}\nlast line of your code: "
-                        f"{batch.where}", "your code raised an exception here (or ran out of time): fix that "
-                        "line first", EXACT, weight=PLANNED_ITEMS))
+        report.add(Item(f"your masker runs on ids {shape}", False, f"{batch.reason}\n{YOUR_LINE}{batch.where}",
+                        RAISED, EXACT, weight=PLANNED_ITEMS))
         return
 
     # 1. shapes and dtypes: nothing else can be judged without them

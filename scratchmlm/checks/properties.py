@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .guard import Failed, call
+from .guard import RAISED, YOUR_LINE, Failed, call
 from .report import Item, describe_mismatch
 
 DEFAULT_SEED = 0
@@ -66,7 +66,7 @@ def clones(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def not_a_tensor(value, shape) -> str:
     """Why ``value`` is not a float tensor of ``shape`` (empty when it is)."""
     if isinstance(value, Failed):
-        return value.reason + (f"\nlast line of your code: {value.where}" if value.where else "")
+        return value.reason + (f"\n{YOUR_LINE}{value.where}" if value.where else "")
     if not isinstance(value, torch.Tensor):
         return f"expected a tensor, got {type(value).__name__}"
     if list(value.shape) != list(shape):
@@ -136,6 +136,8 @@ def forward_value(forward) -> torch.Tensor:
 
 
 def item_from(name: str, problem: str, cause: str, tolerance: str = TOLERANCE, weight: float = 1.0) -> Item:
+    if problem and YOUR_LINE in problem:
+        cause = RAISED
     return Item(name, not problem, problem, cause if problem else "", tolerance, weight)
 
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .guard import Failed
+from .guard import RAISED, YOUR_LINE, Failed
 
 
 class NotImplementedYet(Exception):
@@ -147,8 +147,7 @@ def compare(name: str, got, expected: torch.Tensor, atol: float, rtol: float, re
     """
     tolerance = f"atol {atol:g}, rtol {rtol:g}: {reason}"
     if isinstance(got, Failed):
-        return Item(name, False, got.reason + (f"\nlast line of your code: {got.where}" if got.where else ""),
-                    "your code raised an exception here (or ran out of time): fix that line first", tolerance)
+        return Item(name, False, got.reason + (f"\n{YOUR_LINE}{got.where}" if got.where else ""), RAISED, tolerance)
     if not isinstance(got, torch.Tensor):
         return Item(name, False, f"expected a tensor, got {type(got).__name__}", tolerance=tolerance)
     if tuple(got.shape) != tuple(expected.shape):
@@ -183,5 +182,5 @@ def name_one_bug(report: Report, causes: dict[str, str]) -> None:
     if len(named) == 1:
         cause, = named
         for item in report.items:
-            if not item.passed and not item.cause.startswith("your code raised"):
+            if not item.passed and item.cause != RAISED:
                 item.cause = cause
