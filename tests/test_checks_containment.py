@@ -132,19 +132,22 @@ def test_partial_credit_counts_the_items_that_pass_and_all_or_nothing_counts_non
 
 
 def test_a_crash_midway_scores_no_more_than_the_items_graded_before_it():
-    """A check that stops early must not turn 3 passed items of 18 into 3 of 3."""
+    """A masker that works once, then raises: the check cannot go on, and the items it never graded
+    count as failed (one item with their weight), so 10 passed items of 16 do not become 10 of 11."""
     calls = {"n": 0}
 
-    def crash_late(step, d_model, warmup, factor=1.0):
+    def works_once(ids, *args):
         calls["n"] += 1
-        if calls["n"] > 100:
-            raise ValueError("late")
-        return noam_lr_reference(step, d_model, warmup, factor)
+        if calls["n"] > 1:
+            raise ValueError("only once")
+        return adapters.run_masker(ids, *args)
 
-    noam_lr_reference = noam.noam_lr
-    report = scratchmlm.checks.check_noam(run_noam=crash_late)
-    assert not report.passed
-    assert report.score < report.points * 5 / 6
+    report = scratchmlm.checks.check_masking(run_masker=works_once)
+    planned = scratchmlm.checks.masking.PLANNED_ITEMS
+    last = report.items[-1]
+    assert not last.passed and last.weight == planned - (len(report.items) - 1)
+    assert "ValueError: only once" in last.detail and "works_once" in last.detail
+    assert report.score == pytest.approx(report.points * (len(report.items) - 1) / planned, abs=0.01)
 
 
 def test_the_time_limit_is_restored_after_a_check():
