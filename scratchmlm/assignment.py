@@ -39,7 +39,7 @@ TASKS = {
     "noam": (5, "the Noam learning-rate schedule"),
 }
 PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE", "README.md")
-TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py")
+TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py", "checks/unseen_bugs.py")
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?: (?P<task>\w+))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT\b")

@@ -97,8 +97,9 @@ def _check_snapshots(report: Report, run_attention) -> None:
                                   snapshot[f"expected/{case}/output"], ATOL, RTOL, REASON,
                                   bugs_of(snapshot, f"{case}/output", CAUSES)))
         if not item.passed and item.cause.startswith("no known bug"):
-            item.cause = (f"no catalogued bug gives this output; the property items below say which property "
-                          f"of MultiHeadAttention.forward fails")
+            item.cause = ("not a catalogued bug; if the property items below hold, check the projections "
+                          "(W_q for the queries, W_k the keys, W_v the values), the split into heads, the scaling "
+                          "by sqrt(d_k), and W_o with its bias b_o")
 
 
 def _diagnose(failed: dict[str, str]) -> dict[str, str]:

@@ -57,8 +57,9 @@ CAUSES = {
                               "dropout that is always on)",
     "stack_dropout_in_eval": "the Encoder stack drops values in eval mode: a dropout between (or around) the "
                              "layers that is always on; use Dropout modules, which follow self.training",
-    "mask_not_passed_to_attention": "the layer does not pass key_padding_mask on to its attention: real "
-                                    "positions attend to padding (call self.attention(..., key_padding_mask))",
+    "mask_not_passed_to_attention": "the layer does not pass key_padding_mask on to its attention as it came "
+                                    "(dropped, or changed): real positions attend to padding (call "
+                                    "self.attention(..., key_padding_mask))",
     "mask_not_passed_down_the_stack": "the Encoder passes key_padding_mask to its first layer only: every layer "
                                       "must get it, or later layers attend to padding",
     "attention_cut_from_graph": "the layer cuts the attention's output from autograd's graph (.detach(), "
@@ -80,6 +81,22 @@ PROPERTY_HINTS = {
 }
 FRESH_BATCH, FRESH_SEQ, FRESH_D_MODEL, FRESH_HEADS, FRESH_D_FF, FRESH_LAYERS = 3, 6, 16, 4, 32, 2
 PLANNED_ITEMS = 12
+
+GENERIC_LINE = "no known bug"
+# Where to look, per frozen case, when no catalogued bug explains a wrong output.
+CASE_HINTS = {
+    "pre_norm/output": "with w_o = 0 the attention adds only b_o, so the pre-norm layer's own wiring is wrong: "
+                       "x = x + Attention(norm1(x)), then x = x + W_2 GELU(W_1 norm2(x) + b_1) + b_2 (check the "
+                       "norms, the residuals and the feed-forward's activation)",
+    "post_norm/output": "with w_o = 0 the attention adds only b_o, so the post-norm layer's own wiring is wrong: "
+                        "x = norm1(x + Attention(x)), then x = norm2(x + W_2 GELU(W_1 x + b_1) + b_2) (check the "
+                        "norms, the residuals and the feed-forward's activation)",
+    "pre_norm_one_position/output": "check what the pre-norm layer feeds its attention and feed-forward",
+    "post_norm_one_position/output": "check what the post-norm layer feeds its attention and feed-forward",
+    "stack/output": "the Encoder runs its layers in order, each on the previous one's output, then final_norm "
+                    "once after the last (pre-norm); check Encoder.forward",
+    "dropout/output": "the layer built with dropout 0.5, in eval mode, must give exactly the dropout-free output",
+}
 
 ATTENTION_HINT = ("; this case runs your attention with one position per sequence, where any softmax over "
                   "the keys gives W_o (W_v x + b_v) + b_o: if Part 2 fails, fix it first")
@@ -160,12 +177,8 @@ def _check_snapshots(report: Report, run_encoder_layer, run_encoder) -> None:
     def graded(name, key, hint=""):
         item = compare(name, got[key], snapshot[f"expected/{key}"], ATOL, RTOL, REASON,
                        bugs_of(snapshot, key, CAUSES))
-        if hint and not item.passed and item.cause.startswith("no known bug"):
-            item.cause = ("no catalogued bug gives this output; the property items below say which property "
-                          "of the layer fails" + hint)
-        elif not item.passed and item.cause.startswith("no known bug"):
-            item.cause = ("no catalogued bug gives this output; see the property items below for which "
-                          "property of EncoderLayer.forward / Encoder.forward fails")
+        if not item.passed and item.cause.startswith(GENERIC_LINE):
+            item.cause = "not a catalogued bug: " + CASE_HINTS[key] + hint
         return report.add(item)
 
     def shape(case):
@@ -195,6 +208,8 @@ def _check_snapshots(report: Report, run_encoder_layer, run_encoder) -> None:
              if bug != "dropout_active_in_eval"}
     item = compare(f"layer built with dropout {DROPOUT}, eval mode: output equals the dropout-free pre-norm "
                    f"output", first, snapshot["expected/dropout/output"], ATOL, RTOL, REASON, known)
+    if not item.passed and item.cause.startswith(GENERIC_LINE):
+        item.cause = "not a catalogued bug: " + CASE_HINTS["dropout/output"]
     if random and not item.passed:
         item.cause = CAUSES["dropout_active_in_eval"]
     report.add(item)

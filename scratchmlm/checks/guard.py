@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import sysconfig
 import threading
 import time

@@ -96,6 +96,7 @@ def _rates(run_noam, steps: list[int], d_model: int, warmup: int, factor: float)
 
 
 PLANNED_ITEMS = 6
+FORMULA = "noam_lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), with step counted from 1"
 FRESH_CASES = 4
 
 
@@ -141,8 +142,7 @@ def _fresh_item(report: Report, run_noam, seed) -> Item:
     name = (f"noam_lr on fresh settings (d_model, warmup, factor) = {', '.join(shown)}: around the peak and "
             f"after it")
     named = [i.cause for i in report.items if not i.passed and i.cause in CAUSES.values()]
-    cause = (named[0] if named else "not a catalogued bug: noam_lr = factor * d_model^-0.5 * min(step^-0.5, "
-             "step * warmup^-1.5), with step counted from 1") if problems else ""
+    cause = (named[0] if named else f"not a catalogued bug: {FORMULA}") if problems else ""
     return Item(name, not problems, "\n".join(problems), cause, f"rtol {RTOL:g}: {REASON}")
 
 
@@ -156,10 +156,16 @@ def _check(report: Report, run_noam, make_noam_scheduler, seed) -> None:
         shown = (f"{steps[0]}..{steps[-1]}" if steps == list(range(steps[0], steps[-1] + 1))
                  else ", ".join(map(str, steps)))
         d_model, warmup = int(snapshot[f"{table}/d_model"]), int(snapshot[f"{table}/warmup"])
-        report.add(compare(f"noam_lr(step) at steps {shown}, d_model {d_model}, warmup {warmup}, "
-                           f"factor {float(snapshot[f'{table}/factor']):g}", got[f"{table}/lr"],
-                           snapshot[f"expected/{table}/lr"], ATOL, RTOL, REASON,
-                           bugs_of(snapshot, f"{table}/lr", CAUSES)))
+        item = report.add(compare(f"noam_lr(step) at steps {shown}, d_model {d_model}, warmup {warmup}, "
+                                  f"factor {float(snapshot[f'{table}/factor']):g}", got[f"{table}/lr"],
+                                  snapshot[f"expected/{table}/lr"], ATOL, RTOL, REASON,
+                                  bugs_of(snapshot, f"{table}/lr", CAUSES)))
+        if not item.passed and item.cause.startswith("no known bug"):
+            wrong = ~torch.isclose(got[f"{table}/lr"], snapshot[f"expected/{table}/lr"], rtol=RTOL, atol=ATOL)
+            first = steps[int(wrong.nonzero()[0])]
+            item.cause = (f"not a catalogued bug: noam_lr first goes wrong at step {first} (warmup {warmup}, "
+                          f"{'during the warm-up' if first < warmup else 'at the peak' if first == warmup else 'in the decay'}); "
+                          f"{FORMULA}")
     report.add(_fresh_item(report, run_noam, seed))
     table_ok = all(item.passed for item in report.items)
 
@@ -177,6 +183,10 @@ def _check(report: Report, run_noam, make_noam_scheduler, seed) -> None:
         if not item.passed and not table_ok and item.cause.startswith("no known bug"):
             item.cause = ("the scheduler's rates come from your noam_lr, which fails above: fix it first, "
                           "then check that after k scheduler.step() calls the rate is noam_lr(k + 1)")
+        elif not item.passed and item.cause.startswith("no known bug"):
+            item.cause = ("not a catalogued bug: noam_lr is right, so NoamScheduler is wrong: after k "
+                          "scheduler.step() calls every parameter group's lr must be noam_lr(k + 1) with the "
+                          "scheduler's own d_model, warmup and factor (see where the rates first differ above)")
 
     setting = (f"d_model {int(snapshot['scheduler/d_model'])}, warmup {int(snapshot['scheduler/warmup'])}, "
                f"factor {float(snapshot['scheduler/factor']):g}, {len(GROUP_LRS)} parameter groups")

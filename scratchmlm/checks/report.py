@@ -149,9 +149,12 @@ def compare(name: str, got, expected: torch.Tensor, atol: float, rtol: float, re
     if isinstance(got, Failed):
         return Item(name, False, got.reason + (f"\n{YOUR_LINE}{got.where}" if got.where else ""), RAISED, tolerance)
     if not isinstance(got, torch.Tensor):
-        return Item(name, False, f"expected a tensor, got {type(got).__name__}", tolerance=tolerance)
+        return Item(name, False, f"expected a tensor, got {type(got).__name__}",
+                    f"your code returned a {type(got).__name__} where a tensor of shape {list(expected.shape)} "
+                    f"belongs (check the return statement, and return_weights' tuple)", tolerance)
     if tuple(got.shape) != tuple(expected.shape):
-        cause = ""
+        cause = (f"the shape is wrong: expected {list(expected.shape)}, got {list(got.shape)}; follow the shapes "
+                 f"in the docstring step by step (view/reshape/transpose)")
         for bug, (words, output) in (mutants or {}).items():
             if tuple(output.shape) == tuple(got.shape):
                 cause = words
