@@ -86,8 +86,7 @@ def _written_out_layer(weights, x, num_heads, d_ff, norm_first, dropout=0.0, key
     return norm(x + feed_forward(x), "norm2")
 
 
-def _written_out_encoder(layer_weights, final_norm, x, num_heads, d_ff, norm_first, key_padding_mask=None,
-                        dropout=0.0):
+def _written_out_encoder(layer_weights, final_norm, x, num_heads, d_ff, norm_first, key_padding_mask=None):
     for weights in layer_weights:
         x = _written_out_layer(weights, x, num_heads, d_ff, norm_first, key_padding_mask=key_padding_mask)
     if final_norm is not None:
@@ -96,8 +95,22 @@ def _written_out_encoder(layer_weights, final_norm, x, num_heads, d_ff, norm_fir
 
 
 def test_an_independent_implementation_in_another_layout_passes():
+    """Functions, as a notebook writes them: the gradients are checked through the function itself,
+    and the stack, whose signature has no dropout, is not asked about dropout (that item is worth 0)."""
     report = check_encoder(run_encoder_layer=_written_out_layer, run_encoder=_written_out_encoder)
-    assert report.passed, report.to_text()
+    assert report.passed and report.score == report.points, report.to_text()
+    unpromised = [item for item in report.items if item.name.startswith("not checked")]
+    assert len(unpromised) == 1 and unpromised[0].weight == 0
+
+
+def test_a_functional_layer_that_cuts_the_gradient_fails_the_gradient_item():
+    def detached(weights, x, num_heads, d_ff, norm_first, dropout=0.0, key_padding_mask=None):
+        frozen = {name: t.detach() if name.startswith("w_1") else t for name, t in weights.items()}
+        return _written_out_layer(frozen, x, num_heads, d_ff, norm_first, dropout, key_padding_mask)
+
+    report = check_encoder(run_encoder_layer=detached, run_encoder=_written_out_encoder)
+    failing = [item for item in report.items if not item.passed]
+    assert [item.name.split()[0] for item in failing] == ["every"] and "w_1" in failing[0].detail, report.to_text()
 
 
 def test_a_pre_norm_attention_that_reads_x_fails_only_the_one_position_case_with_a_hint():

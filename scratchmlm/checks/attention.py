@@ -10,7 +10,7 @@ import torch
 
 from . import adapters
 from .guard import call, grading
-from .properties import (FD_TOLERANCE, TOLERANCE, attention_weights, clones, generator, gradient_problems, item_from,
+from .properties import (FD_TOLERANCE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, attention_weights, clones, generator, gradient_problems, item_from,
                          not_a_tensor, padding_mask, randn, same)
 from .report import Report, compare, name_one_bug
 from .snapshots import bugs_of, load_snapshot
@@ -72,6 +72,9 @@ def check_attention(run_attention=None, make_attention=None, seed: int | None = 
     ``adapters.make_attention``) reach your attention; pass your own functions with the same signatures
     to check an implementation that lives elsewhere (a notebook). ``seed`` draws the fresh inputs of
     the property items (default: a fixed seed, so the report is the same on every run)."""
+    if run_attention is not None and make_attention is None:      # a notebook's function: its own gradients
+        def make_attention(weights, num_heads, dropout=0.0):
+            return FunctionModule(run_attention, weights, num_heads)
     run_attention = run_attention or adapters.run_attention
     make_attention = make_attention or adapters.make_attention
     report = Report(PART, TITLE, POINTS)
@@ -133,14 +136,17 @@ def _check_properties(report: Report, run_attention, make_attention, seed) -> No
     base = not_a_tensor(reference, shape)
     # 1. eval mode ignores the dropout the module was built with
     problem = base
-    if not problem:
+    if not accepts(run_attention, "dropout"):
+        problem = ""
+        names["dropout"] = NOT_PROMISED.format(argument="dropout")
+    elif not problem:
         for attempt in range(2):
             problem = same(run(x.clone(), heads, mask.clone(), dropout=DROPOUT), reference)
             if problem:
                 problem = f"run {attempt + 1} with dropout {DROPOUT}: " + problem
                 break
     failed["dropout"] = problem
-    names["dropout"] = f"eval mode ignores dropout: built with dropout {DROPOUT}, the output equals dropout 0's ({setting})"
+    names["dropout"] = names.get("dropout", "") or f"eval mode ignores dropout: built with dropout {DROPOUT}, the output equals dropout 0's ({setting})"
     # 2. real positions do not see padding
     x_other = torch.where(mask[..., None], randn(rng, batch, seq, d_model, scale=3.0), x)
     problem = base or same(run(x_other, heads, mask.clone()), reference, real)
@@ -153,10 +159,12 @@ def _check_properties(report: Report, run_attention, make_attention, seed) -> No
     failed["rows"] = (f"row {row} run alone vs within the batch: " + problem) if problem else ""
     names["rows"] = f"a batch row's output is the same run alone ({setting})"
     # 4. return_weights
+    promised = accepts(run_attention, "return_weights")
     failed["weights"] = _weights_problems(run(x.clone(), heads, mask.clone(), return_weights=True), reference,
-                                          weights, x, mask, heads)
-    names["weights"] = (f"return_weights: the output, and weights [batch, heads, seq, seq] whose rows sum to 1, "
-                        f"are 0 at padding keys and give the output ({setting})")
+                                          weights, x, mask, heads) if promised else ""
+    names["weights"] = NOT_PROMISED.format(argument="return_weights") if not promised else (
+        f"return_weights: the output, and weights [batch, heads, seq, seq] whose rows sum to 1, are 0 at padding "
+        f"keys and give the output ({setting})")
     # 5. gradients reach every parameter
     module = call(make_attention, clones(weights), heads)
     problems = module if not isinstance(module, torch.nn.Module) else call(
@@ -168,8 +176,9 @@ def _check_properties(report: Report, run_attention, make_attention, seed) -> No
 
     causes = _diagnose({name: problem for name, problem in failed.items() if problem})
     for key in ("dropout", "padding", "rows", "weights", "gradients"):
+        weight = 0.0 if names[key].startswith("not checked") else 1.0       # worth nothing when not promised
         report.add(item_from(names[key], failed[key], causes.get(key, ""),
-                             FD_TOLERANCE if key == "gradients" else TOLERANCE))
+                             FD_TOLERANCE if key == "gradients" else TOLERANCE, weight))
 
 
 def _weights_problems(result, reference, weights, x, mask, heads) -> str:

@@ -9,6 +9,8 @@ is fixed, so a student sees the same report on every run, and a teacher's grader
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .guard import RAISED, YOUR_LINE, Failed, call
@@ -130,6 +132,32 @@ def gradient_problems(module: torch.nn.Module, forward, rng: torch.Generator) ->
     return problems
 
 
+def accepts(function, argument: str) -> bool:
+    """Whether ``function`` takes ``argument`` by name (or ``**kwargs``): a function written in a notebook
+    with the plain signature promises no dropout and no attention weights, and is not asked for them."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == argument or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+class FunctionModule(torch.nn.Module):
+    """A function of ``(weights, x, *settings, key_padding_mask=...)`` as a module whose parameters are
+    the weights, so that the gradient property can be checked on a notebook's function too."""
+
+    def __init__(self, function, weights: dict[str, torch.Tensor], *settings):
+        super().__init__()
+        self.function, self.settings = function, settings
+        self.weights = torch.nn.ParameterDict({name: torch.nn.Parameter(t.clone()) for name, t in weights.items()})
+
+    def forward(self, x, key_padding_mask=None):
+        return self.function(dict(self.weights), x, *self.settings, key_padding_mask=key_padding_mask)
+
+
+NOT_PROMISED = "not checked: your function's signature has no {argument} argument, so it promises none"
+
+
 def forward_value(forward) -> torch.Tensor:
     output = forward()
     return (output[0] if isinstance(output, tuple) else output).detach().double()
@@ -141,4 +169,4 @@ def item_from(name: str, problem: str, cause: str, tolerance: str = TOLERANCE, w
     return Item(name, not problem, problem, cause if problem else "", tolerance, weight)
 
 
-__all__ = ["DEFAULT_SEED", "call", "generator", "gradient_problems", "item_from", "same"]
+__all__ = ["DEFAULT_SEED", "FunctionModule", "accepts", "call", "generator", "gradient_problems", "item_from", "same"]
