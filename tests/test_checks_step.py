@@ -118,3 +118,28 @@ def test_a_stub_gives_a_not_implemented_report():
         report = scratchmlm.checks.check_step()
     assert report.not_implemented == "Part 4 (step): implement masked_cross_entropy"
     assert not report.passed and report.score == 0
+
+
+@pytest.mark.parametrize("variant", ["zero_grad_at_the_start", "guarded_mean_cross_entropy"])
+def test_a_correct_variant_passes(variant):
+    from scratchmlm.checks.mutants import VARIANTS
+
+    with VARIANTS["step"][variant]():
+        report = check_step()
+    assert report.passed and report.score == report.points, report.to_text()
+
+
+@pytest.mark.parametrize("empty", ["python_zero", "float32_zero", "zero_times_logits"])
+def test_a_mean_cross_entropy_guarded_against_an_empty_selection_passes(empty):
+    """torch's mean cross-entropy is NaN on an empty selection; any guard that returns 0 is right."""
+    import torch.nn.functional as F
+
+    def guarded(logits, labels):
+        count = (labels != -100).sum()
+        if int(count) == 0:
+            return {"python_zero": (0.0, 0), "float32_zero": (torch.tensor(0.0), count),
+                    "zero_times_logits": (logits.sum() * 0.0, count)}[empty]
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100), count
+
+    report = check_step(run_masked_cross_entropy=guarded)
+    assert report.passed, report.to_text()
