@@ -83,8 +83,9 @@ def same(got, expected: torch.Tensor, at: torch.Tensor | None = None) -> str:
     if problem:
         return problem
     got, expected = got.detach().double(), expected.detach().double()
-    if at is not None:
-        got, expected = got[at], expected[at]
+    if at is not None:                 # compare only there; elsewhere got := expected, so indices stay [b, s, d]
+        at = at.reshape(at.shape + (1,) * (got.dim() - at.dim()))
+        got = torch.where(at, got, expected)
     if torch.allclose(got, expected, rtol=RTOL, atol=ATOL):
         return ""
     return describe_mismatch(got, expected, ATOL, RTOL)
