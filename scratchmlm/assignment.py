@@ -43,7 +43,8 @@ TASKS = {
     "noam": (5, "the Noam learning-rate schedule"),
 }
 PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE")   # README.md: written anew
-TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py", "checks/grade.py", "checks/grade_worker.py")
+TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py", "checks/unseen_bugs.py", "checks/grade.py",
+                "checks/grade_worker.py")
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?: (?P<task>\w+))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT\b")
@@ -183,7 +184,14 @@ states the math, and the `# HINT` comments above the `raise` point the way. Chec
 {rows}
 
 `scratchmlm check all` runs every part. A failing check tells you where your output first differs
-from the reference, by how much, and, when your output matches a known mistake, which one.
+from the reference, by how much, and, when your output matches a known mistake, which one. Each
+part's points are split over its checks, so a part half right earns about half its points; an
+exception in your code fails only the check it happened in, and names your line.
+
+Masking rule: select each maskable position independently with probability `select_prob`, or, as
+Google's BERT does, exactly `round(select_prob * n)` of a row's `n` maskable positions at random;
+both are accepted unless your teacher says otherwise. Clearing the gradients at the start of a
+training step instead of the end is accepted too.
 
 Your code is reached only through `scratchmlm/checks/adapters.py`. If you lay out weights
 differently from the reference (say, separate W_q, W_k, W_v instead of one fused layer), change

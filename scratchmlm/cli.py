@@ -176,7 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the graded checks of one part (or all) against your code.")
     check.add_argument("part", choices=["masking", "attention", "encoder", "step", "noam", "all"],
                        help="the part to check, or all")
-    check.add_argument("--json", action="store_true", help="print the report as JSON (for autograders)")
+    check.add_argument("--json", action="store_true",
+                       help="print one JSON document: every part's items with their points, each part's score "
+                            "and the total (for autograders)")
+    check.add_argument("--all-or-nothing", action="store_true",
+                       help="a part scores all its points when every item passes, else none (default: the "
+                            "points of the items that pass)")
+    check.add_argument("--seed", type=int, default=None,
+                       help="seed of the fresh random inputs of the property items (default: a fixed seed)")
     grade = commands.add_parser(
         "grade", help="teacher: grade a submission on fresh inputs, its code in a separate process",
         description="Grade a student copy: the checks run here with the reference implementation on inputs "
@@ -510,20 +517,37 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Exit 0 when every checked part passes, 1 when one fails."""
-    import json
+    """Exit 0 when every checked part passes, 1 when one fails. Whatever the code under test does
+    (raise, print, hang past the checks' time limits), ``--json`` prints one complete document."""
+    import contextlib
+    import importlib
 
-    from .checks import PARTS
+    from .checks import PARTS, Item, Report
+    from .checks.guard import failure
 
     parts = list(PARTS) if args.part == "all" else [args.part]
-    reports = [PARTS[part]() for part in parts]
+    reports = []
+    # Whatever your code prints goes to stderr, so that stdout holds only the report.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        for part in parts:
+            try:
+                report = PARTS[part](seed=args.seed)
+            except Exception as error:                  # noqa: BLE001  (a check must never lose the others)
+                module = importlib.import_module(f"scratchmlm.checks.{part}")
+                report = Report(module.PART, module.TITLE, module.POINTS)
+                failed = failure(error)
+                report.add(Item("the check could not run", False, f"{failed.reason}\nat {failed.where}"))
+            report.all_or_nothing = args.all_or_nothing
+            reports.append(report)
+    total, max_total = round(sum(r.score for r in reports), 2), sum(r.points for r in reports)
     if args.json:
-        print(json.dumps([report.to_dict() for report in reports] if args.part == "all" else reports[0].to_dict(),
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"parts": [report.to_dict() for report in reports], "score": total, "points": max_total,
+                          "passed": all(report.passed for report in reports),
+                          "all_or_nothing": args.all_or_nothing}, indent=2, ensure_ascii=False, default=str))
     else:
         print("\n\n".join(report.to_text() for report in reports))
         if len(reports) > 1:
-            print(f"\ntotal: {sum(r.score for r in reports)}/{sum(r.points for r in reports)} points")
+            print(f"\ntotal: {total:g}/{max_total} points")
     return 0 if all(report.passed for report in reports) else 1
 
 

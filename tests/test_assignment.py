@@ -263,7 +263,7 @@ def test_a_copy_with_one_part_blanked_fails_only_that_part(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(out)}, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1, result.stderr
-    reports = {report["part"]: report for report in json.loads(result.stdout)}
+    reports = {report["part"]: report for report in json.loads(result.stdout)["parts"]}
     assert reports["attention"]["not_implemented"].startswith("Part 2 (attention)")
     # an encoder layer contains an attention: its check says which missing part blocks it
     assert reports["encoder"]["not_implemented"].startswith("Part 2 (attention)")
