@@ -10,7 +10,7 @@ import torch
 
 from . import adapters
 from .guard import call, grading
-from .properties import (FD_TOLERANCE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, attention_weights, clones, generator, gradient_problems, item_from,
+from .properties import (FD_TOLERANCE, NO_MODULE, NOT_IN_GRADE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, attention_weights, clones, generator, gradient_problems, item_from,
                          not_a_tensor, padding_mask, randn, same)
 from .report import Report, compare, name_one_bug
 from .snapshots import bugs_of, load_snapshot
@@ -166,13 +166,16 @@ def _check_properties(report: Report, run_attention, make_attention, seed) -> No
         f"return_weights: the output, and weights [batch, heads, seq, seq] whose rows sum to 1, are 0 at padding "
         f"keys and give the output ({setting})")
     # 5. gradients reach every parameter
-    module = call(make_attention, clones(weights), heads)
-    problems = module if not isinstance(module, torch.nn.Module) else call(
-        gradient_problems, module, lambda: module(x, mask), rng)
-    failed["gradients"] = problems if isinstance(problems, str) else (
-        not_a_tensor(problems, []) if not isinstance(problems, list) else "\n".join(problems))
-    names["gradients"] = (f"every parameter's gradient (autograd) agrees with a finite difference ({setting}, "
-                          f"module.train())")
+    if make_attention is NO_MODULE:
+        failed["gradients"], names["gradients"] = "", NOT_IN_GRADE
+    else:
+        module = call(make_attention, clones(weights), heads)
+        problems = module if not isinstance(module, torch.nn.Module) else call(
+            gradient_problems, module, lambda: module(x, mask), rng)
+        failed["gradients"] = problems if isinstance(problems, str) else (
+            not_a_tensor(problems, []) if not isinstance(problems, list) else "\n".join(problems))
+        names["gradients"] = (f"every parameter's gradient (autograd) agrees with a finite difference ({setting}, "
+                              f"module.train())")
 
     causes = _diagnose({name: problem for name, problem in failed.items() if problem})
     for key in ("dropout", "padding", "rows", "weights", "gradients"):

@@ -22,7 +22,7 @@ import torch
 from . import adapters
 from . import attention as attention_check
 from .guard import Failed, call, grading
-from .properties import (FD_TOLERANCE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, clones, generator, gradient_problems, item_from,
+from .properties import (FD_TOLERANCE, NO_MODULE, NOT_IN_GRADE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, clones, generator, gradient_problems, item_from,
                          layer_weights as fresh_layer_weights, not_a_tensor, padding_mask, randn, same)
 from .report import Item, Report, compare, describe_mismatch, name_one_bug
 from .snapshots import bugs_of, load_snapshot
@@ -310,7 +310,7 @@ def _check_properties(report: Report, run_encoder_layer, run_encoder, make_encod
     # cut: the parameters whose gradient is wrong; the attention's, and in a pre-norm layer the LayerNorm
     # before it, when the attention's output is cut from the graph
     problems, cut = [], []
-    for norm_first in (True, False):
+    for norm_first in ((True, False) if make_encoder_layer is not NO_MODULE else ()):
         module = call(make_encoder_layer, clones(weights), heads, d_ff, norm_first)
         kind = "pre-norm" if norm_first else "post-norm"
         if not isinstance(module, torch.nn.Module):
@@ -326,6 +326,8 @@ def _check_properties(report: Report, run_encoder_layer, run_encoder, make_encod
     failed["gradients"] = "\n".join(problems)
     names["gradients"] = (f"every parameter's gradient (autograd) in a pre- and a post-norm layer agrees with a "
                           f"finite difference ({setting}, layer.train())")
+    if make_encoder_layer is NO_MODULE:
+        names["gradients"] = NOT_IN_GRADE
 
     broken = {key for key, problem in failed.items() if problem}
     attention_broken = _attention_fails(seed) if broken else set()

@@ -159,6 +159,17 @@ class FunctionModule(torch.nn.Module):
 NOT_PROMISED = "not checked: your function's signature has no {argument} argument, so it promises none"
 
 
+class NoModule:
+    """What the teacher's grade (``checks/grade.py``) passes as ``make_attention`` /
+    ``make_encoder_layer``: a module cannot cross the process boundary to the teacher's side, so the
+    gradient item is not graded there (weight 0); ``scratchmlm check`` grades it on the student's side."""
+
+
+NO_MODULE = NoModule()
+NOT_IN_GRADE = ("not checked by the teacher's grade: the gradient property needs your module in this process "
+                "(scratchmlm check grades it)")
+
+
 def forward_value(forward) -> torch.Tensor:
     output = forward()
     return (output[0] if isinstance(output, tuple) else output).detach().double()
