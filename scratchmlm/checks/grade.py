@@ -206,19 +206,10 @@ class Recorder:
         function = getattr(reference, name)
 
         def record(*args, **kwargs):
-            call = {"kind": "pure", "adapter": name, "global_rng": self.exchange.global_rng(),
-                    "args": [self.exchange.encode(arg) for arg in args],
-                    "kwargs": {key: self.exchange.encode(arg) for key, arg in kwargs.items()}}
-            self.calls.append(call)
-            result = function(*args, **kwargs)
-            first = result[0] if isinstance(result, (tuple, list)) and result else result
-            if isinstance(first, torch.Tensor) and first.requires_grad and first.numel() > 1:
-                def keep_cotangent(grad, call=call):
-                    """The gradient the check sends back into this output (e.g. the random probe of the
-                    gradient property): the worker returns the student's vector-Jacobian product with it."""
-                    call["cotangent"] = self.exchange.encode(grad.detach())
-                first.register_hook(keep_cotangent)
-            return result
+            self.calls.append({"kind": "pure", "adapter": name, "global_rng": self.exchange.global_rng(),
+                               "args": [self.exchange.encode(arg) for arg in args],
+                               "kwargs": {key: self.exchange.encode(arg) for key, arg in kwargs.items()}})
+            return function(*args, **kwargs)
         return record
 
     def scheduler(self, optimizer, *args):
@@ -299,20 +290,13 @@ def decode(encoded, arrays: dict[str, np.ndarray]):
     raise StudentError(f"an answer the grader cannot read: {sorted(encoded)[:3]}")
 
 
-def with_gradient(target: torch.Tensor, wrt: list[torch.Tensor], grads: list,
-                  cotangent: torch.Tensor | None = None) -> torch.Tensor:
+def with_gradient(target: torch.Tensor, wrt: list[torch.Tensor], grads: list) -> torch.Tensor:
     """``target``'s value, in the graph of ``wrt`` with the gradients the student's graph gave:
-    ``target + sum((x * g).sum() - (x.detach() * g).sum())`` adds exactly 0 and has gradient ``g``.
-    For a non-scalar target the student's ``g`` is the vector-Jacobian product with ``cotangent`` ``c``
-    (the gradient the check sent back on recording), so the link is spread as ``c / |c|^2 * link``:
-    then ``d sum(c * output) / dx = g``, which is all the check asks of it."""
+    ``target + sum((x * g).sum() - (x.detach() * g).sum())`` adds exactly 0 and has gradient ``g``."""
     value = target.detach().clone()
     if not any(g is not None for g in grads):
         return value.requires_grad_(True)        # in a graph, but not the arguments' (as the student's was)
     link = sum((x * g).sum() - (x.detach() * g).sum() for x, g in zip(wrt, grads) if g is not None)
-    if cotangent is not None and value.numel() > 1:
-        c = cotangent.to(link.dtype)
-        return value + (c / (c * c).sum().clamp_min(1e-300) * link).to(value.dtype)
     return value + link.to(value.dtype)
 
 
@@ -341,14 +325,11 @@ class ReplayedScheduler:
 class Replayer:
     """Adapters that return the submission's recorded answers, in the order the check asks."""
 
-    def __init__(self, calls: list[dict], answers: list[dict], arrays: dict[str, np.ndarray],
-                 sent: dict[str, np.ndarray]):
+    def __init__(self, calls: list[dict], answers: list[dict], arrays: dict[str, np.ndarray]):
         if len(answers) != len(calls):
             raise StudentError(f"the student's process answered {len(answers)} of {len(calls)} calls")
         self.queues: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         for call, answer in zip(calls, answers):
-            if "cotangent" in call:                      # the teacher's own array, never the student's
-                answer = {**answer, "cotangent": torch.from_numpy(sent[call["cotangent"]["tensor"]].copy())}
             self.queues[call["adapter"]].append(answer)
         self.arrays = arrays
 
@@ -381,13 +362,12 @@ class Replayer:
                 wrt = [t for t in tensors if t.requires_grad]
                 grads = [None if g is None else decode(g, self.arrays) for g in answer.get("grads", [])]
                 grads += [None] * (len(wrt) - len(grads))
-                cotangent = answer.get("cotangent")
                 if isinstance(result, tuple) and hasattr(result, "_fields"):
-                    result = result._replace(**{result._fields[0]: with_gradient(result[0], wrt, grads, cotangent)})
+                    result = result._replace(**{result._fields[0]: with_gradient(result[0], wrt, grads)})
                 elif isinstance(result, (tuple, list)):
-                    result = type(result)([with_gradient(result[0], wrt, grads, cotangent), *result[1:]])
+                    result = type(result)([with_gradient(result[0], wrt, grads), *result[1:]])
                 else:
-                    result = with_gradient(result, wrt, grads, cotangent)
+                    result = with_gradient(result, wrt, grads)
             return result
         return replay
 
@@ -559,7 +539,8 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
     for part in parts:                                   # 1-2: fresh inputs, the calls, the reference's verdict
         recorder = Recorder(exchange, part)
         with inputs[part](), one_thread():
-            report = PARTS[part](**{name: recorder.adapter(name) for name in ADAPTERS[part]}, **NO_MODULES.get(part, {}))
+            report = PARTS[part](**{name: recorder.adapter(name) for name in ADAPTERS[part]}, **NO_MODULES.get(part, {}),
+                                 seed=derived_seed(seed, part, "properties"))
         if not report.passed:
             raise GraderError(f"the reference implementation fails the {part} check on seed {seed}; the grader "
                               f"is broken, not the submission:\n{report.to_text()}")
@@ -575,7 +556,7 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
             if reason:
                 reports.append(failed_report(part, reason))
                 continue
-            reports.append(replay(part, exchange.calls[part], folder, inputs[part], exchange.arrays))
+            reports.append(replay(part, exchange.calls[part], folder, inputs[part], derived_seed(seed, part, "properties")))
     return Grade(str(submission), seed, reports)
 
 
@@ -588,15 +569,16 @@ def locate_copy(submission: Path) -> Path:
     return found[0] if len(found) == 1 else submission
 
 
-def replay(part: str, calls: list[dict], folder: Path, inputs, sent: dict[str, np.ndarray]) -> Report:
+def replay(part: str, calls: list[dict], folder: Path, inputs, property_seed: int) -> Report:
     try:
         record, arrays = read_answers(folder, part)
         if "fatal" in record:
             return failed_report(part, str(record["fatal"]))
-        replayer = Replayer(calls, record["answers"], arrays, sent)
+        replayer = Replayer(calls, record["answers"], arrays)
         with inputs(), one_thread(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return PARTS[part](**{name: replayer.adapter(name) for name in ADAPTERS[part]}, **NO_MODULES.get(part, {}))
+            return PARTS[part](**{name: replayer.adapter(name) for name in ADAPTERS[part]}, **NO_MODULES.get(part, {}),
+                              seed=property_seed)
     except StudentError as error:
         return failed_report(part, f"your code raised {error}")
     except Exception as error:                           # noqa: BLE001 - a grade is never lost to a crash

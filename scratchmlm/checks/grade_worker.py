@@ -154,8 +154,7 @@ def tensors_in(value) -> list:
 
 def answer_pure(adapters, call, inputs, answers: Answers) -> dict:
     """Call one adapter; its result, the arguments it changed in place, and, when a tensor argument
-    requires grad and the result (or its first element) is in the graph, their gradients: of the result
-    itself when it is a scalar, else of ``sum(cotangent * result)`` with the cotangent the check used."""
+    requires grad and the result (or its first element) is a scalar in the graph, their gradients."""
     import torch
     args = [decode(arg, inputs) for arg in call["args"]]
     kwargs = {name: decode(arg, inputs) for name, arg in call["kwargs"].items()}
@@ -167,17 +166,9 @@ def answer_pure(adapters, call, inputs, answers: Answers) -> dict:
                          if t.shape != old.shape or not torch.equal(t.detach(), old)}
     target = result[0] if isinstance(result, (tuple, list)) and result else result
     wrt = [t for t in tensors if t.requires_grad]
-    cotangent = call.get("cotangent")
-    if wrt and isinstance(target, torch.Tensor) and target.requires_grad and (target.numel() == 1 or cotangent):
+    if wrt and isinstance(target, torch.Tensor) and target.requires_grad and target.numel() == 1:
         try:
-            if target.numel() == 1:
-                grads = torch.autograd.grad(target.sum(), wrt, allow_unused=True)
-            else:        # the check sends a gradient back into this output: the vector-Jacobian product
-                c = decode(cotangent, inputs)
-                if not isinstance(c, torch.Tensor) or c.shape != target.shape:
-                    raise ValueError(f"the output has shape {list(target.shape)}, expected "
-                                     f"{list(getattr(c, 'shape', []))}")
-                grads = torch.autograd.grad((target * c.to(target.dtype)).sum(), wrt, allow_unused=True)
+            grads = torch.autograd.grad(target.sum(), wrt, allow_unused=True)
             answer["grads"] = [None if g is None else answers.tensor(g) for g in grads]
         except Exception as error:                   # noqa: BLE001 - the student's graph, reported as such
             answer["grads_error"] = one_line(error)
