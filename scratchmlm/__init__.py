@@ -22,7 +22,7 @@ _PUBLIC = {
     "random_windows": "batches", "evenly_spaced_windows": "batches", "FrozenValidationSet": "batches",
     "fingerprint": "batches",
     "BertMasker": "masking", "MaskedBatch": "masking", "IGNORE_INDEX": "masking",
-    "Dropout": "model", "Embeddings": "model", "MultiHeadAttention": "model", "FeedForward": "model",
+    "BertMLM": "model", "Dropout": "model", "Embeddings": "model", "MultiHeadAttention": "model", "FeedForward": "model",
     "EncoderLayer": "model", "Encoder": "model", "Generator": "model", "TransformerMLM": "model",
     "noam_lr": "noam", "NoamScheduler": "noam",
     "masked_cross_entropy": "step", "train_step": "step", "StepResult": "step", "Trainer": "trainer",

@@ -17,13 +17,17 @@ bodies kept. Signatures, docstrings and the code around the regions are untouche
 regions in the assignment notebooks (``# BEGIN SOLUTION`` with no task) are always blanked.
 
 The copy leaves out what would give answers away or only serves the teacher: the buggy variants
-(``checks/mutants.py``), the snapshot maker, the tests, the experiments and the tutorials other
-than ``tutorials/assignment_*``. The graded checks (``scratchmlm check PART``) and their frozen
-reference outputs go with it.
+(``checks/mutants.py``), the snapshot maker, the teacher's grader (``checks/grade.py`` and its
+worker), the tests, the experiments and the tutorials other than ``tutorials/assignment_*``. The
+graded checks (``scratchmlm check PART``) and their frozen reference outputs go with it. With
+``tutorials=True`` the numbered tutorials go too, each exercise answer blanked (``.py`` and
+``.ipynb``, without outputs). The copy gets its own ``README.md``, written here from what the copy
+holds, so that it never points at a file the student lacks.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 from pathlib import Path
@@ -38,8 +42,9 @@ TASKS = {
     "step": (4, "the masked loss and the training step"),
     "noam": (5, "the Noam learning-rate schedule"),
 }
-PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE", "README.md")
-TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py")
+PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE")   # README.md: written anew
+TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py", "checks/unseen_bugs.py", "checks/grade.py",
+                "checks/grade_worker.py")
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?: (?P<task>\w+))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT\b")
@@ -108,8 +113,11 @@ def parse_tasks(text: str) -> set[str]:
     return tasks
 
 
-def make_assignment(tasks: set[str], out: str | Path, root: Path | None = None) -> list[Path]:
-    """Write the student copy to ``out`` (which must not exist yet); returns the files blanked."""
+def make_assignment(tasks: set[str], out: str | Path, root: Path | None = None,
+                    tutorials: bool = False) -> list[Path]:
+    """Write the student copy to ``out`` (which must not exist yet); returns the files blanked.
+
+    ``tutorials``: also write the numbered tutorials with their exercise answers blanked."""
     root = root or project_root()
     out = Path(out)
     if out.exists():
@@ -133,23 +141,27 @@ def make_assignment(tasks: set[str], out: str | Path, root: Path | None = None) 
             path.write_text(new, encoding="utf-8")
             if 'raise NotImplementedError("Part' in new:
                 blanked.append(path)
-    blanked += _copy_assignment_notebooks(root, out)
-    (out / "ASSIGNMENT.md").write_text(_student_readme(tasks), encoding="utf-8")
-    return blanked
+    notebooks = _copy_notebooks(root, out, "assignment_*.py", set(TASKS))
+    if tutorials:
+        notebooks += _copy_notebooks(root, out, "[0-9][0-9]_*.py", tasks)
+    (out / "ASSIGNMENT.md").write_text(_student_assignment(tasks), encoding="utf-8")
+    (out / "README.md").write_text(_student_readme(out, blanked, notebooks), encoding="utf-8")
+    return blanked + notebooks
 
 
-def _copy_assignment_notebooks(root: Path, out: Path) -> list[Path]:
-    sources = sorted((root / "tutorials").glob("assignment_*.py"))
+def _copy_notebooks(root: Path, out: Path, pattern: str, tasks: set[str]) -> list[Path]:
+    """The tutorials matching ``pattern`` with their solution regions blanked, as ``.py`` and ``.ipynb``."""
+    sources = sorted((root / "tutorials").glob(pattern))
     if not sources:
         return []
     try:
         import jupytext
     except ImportError:
-        raise ScratchMLMError("Copying the assignment notebooks needs jupytext: pip install -e \".[notebooks]\".") from None
-    (out / "tutorials").mkdir()
+        raise ScratchMLMError("Copying the notebooks needs jupytext: pip install -e \".[notebooks]\".") from None
+    (out / "tutorials").mkdir(exist_ok=True)
     written = []
     for source in sources:
-        text = blank_solutions(source.read_text(encoding="utf-8"), set(TASKS), str(source.relative_to(root)))
+        text = blank_solutions(source.read_text(encoding="utf-8"), tasks, str(source.relative_to(root)))
         target = out / "tutorials" / source.name
         target.write_text(text, encoding="utf-8")
         jupytext.write(jupytext.reads(text, fmt="py:percent"), target.with_suffix(".ipynb"))
@@ -157,7 +169,7 @@ def _copy_assignment_notebooks(root: Path, out: Path) -> list[Path]:
     return written
 
 
-def _student_readme(tasks: set[str]) -> str:
+def _student_assignment(tasks: set[str]) -> str:
     rows = "\n".join(f"| {TASKS[t][0]} | `{t}` | {TASKS[t][1]} | `scratchmlm check {t}` |"
                      for t in sorted(tasks, key=lambda t: TASKS[t][0]))
     return f"""# scratchmlm assignment
@@ -165,16 +177,75 @@ def _student_readme(tasks: set[str]) -> str:
 Install once: `python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[notebooks]"`.
 
 Implement the parts below. Each stub raises `NotImplementedError("Part N ...")`; its docstring
-states the math, and `# HINT` comments point the way. Check your work as often as you like:
+states the math, and the `# HINT` comments above the `raise` point the way. Check your work as often as you like:
 
 | part | task | what | check |
 |---|---|---|---|
 {rows}
 
 `scratchmlm check all` runs every part. A failing check tells you where your output first differs
-from the reference, by how much, and, when your output matches a known mistake, which one.
+from the reference, by how much, and, when your output matches a known mistake, which one. Each
+part's points are split over its checks, so a part half right earns about half its points; an
+exception in your code fails only the check it happened in, and names your line.
+
+Masking rule: select each maskable position independently with probability `select_prob`, or, as
+Google's BERT does, exactly `round(select_prob * n)` of a row's `n` maskable positions at random;
+both are accepted unless your teacher says otherwise. Clearing the gradients at the start of a
+training step instead of the end is accepted too.
 
 Your code is reached only through `scratchmlm/checks/adapters.py`. If you lay out weights
 differently from the reference (say, separate W_q, W_k, W_v instead of one fused layer), change
 the loading lines there; the checks judge what your code computes.
 """
+
+
+def _first_docstring_line(path: Path) -> str:
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return docstring.strip().splitlines()[0].replace("|", "\\|") if docstring.strip() else ""
+
+
+def _student_readme(out: Path, blanked: list[Path], notebooks: list[Path]) -> str:
+    """A README for the copy that names only what it holds: each module with its docstring's first
+    line (the files with parts to write marked), and the notebooks that shipped."""
+    rows = []
+    for path in sorted((out / "scratchmlm").rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py") and path.parent.name != "scratchmlm":
+            continue
+        mark = " **(you write parts of this)**" if path in blanked else ""
+        rows.append(f"| `{path.relative_to(out).as_posix()}` | {_first_docstring_line(path)}{mark} |")
+    shown = [path for path in notebooks if path.suffix == ".ipynb"]
+    tutorials = ""
+    if shown:
+        names = "\n".join(f"- [`{path.relative_to(out).as_posix()}`]({path.relative_to(out).as_posix()})"
+                          for path in shown)
+        tutorials = f"""
+## Notebooks
+
+`jupyter lab tutorials/` opens them. Each exercise cell raises `NotImplementedError` until you
+write its answer; the check after it prints `✓` when your answer is right and never shows the
+expected value. The notebooks run on *your* copy of scratchmlm, so a notebook that uses a part you
+have not written yet stops there with that part's "not implemented" message.
+
+{names}
+"""
+    return f"""# scratchmlm (student copy)
+
+A from-scratch, pure-PyTorch BERT-style masked language model, trained character by character on
+Tiny Shakespeare, with some of its parts left for you to write: [ASSIGNMENT.md](ASSIGNMENT.md)
+says which, and how to check them (`scratchmlm check all`).
+
+```bash
+python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[notebooks]"
+scratchmlm check all                  # grade your parts
+scratchmlm train --steps 800 --warmup 200 --noam-factor 0.5   # a short run, once every part passes
+```
+
+**The corpus.** Tiny Shakespeare is downloaded on first use into `$SCRATCHMLM_DATA_DIR` (default
+`~/.cache/scratchmlm`); offline, put `tinyshakespeare.txt` there yourself. Any UTF-8 text works
+too: `scratchmlm train --data my_text.txt`.
+{tutorials}
+## What is where
+
+| file | what it holds |
+|---|---|
+""" + "\n".join(rows) + "\n"

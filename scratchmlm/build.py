@@ -27,7 +27,7 @@ from .corpus import load_text, split_text
 from .errors import ScratchMLMError
 from .evaluate import EvalResult, bigram_infill_baseline, unigram_baseline
 from .masking import BertMasker, SpanMasker, WholeWordMasker
-from .model import TransformerMLM
+from .model import BertMLM, TransformerMLM
 from .subword_tokenizer import DEFAULT_VOCAB_SIZE, SubwordTokenizer
 from .tokenizer import CharTokenizer
 
@@ -101,12 +101,18 @@ def make_optimizer(parameters, train_config: TrainConfig) -> torch.optim.Optimiz
                      eps=train_config.adam_eps, weight_decay=train_config.weight_decay, fused=fused or None)
 
 
-def build_model(model_config: ModelConfig, seed: int) -> TransformerMLM:
-    """A freshly initialised model; the global RNG is untouched (initialisation uses a fork)."""
+def build_model(model_config: ModelConfig, seed: int) -> TransformerMLM | BertMLM:
+    """A freshly initialised model, the ``TransformerMLM`` or the ``BertMLM`` that
+    ``model_config.architecture`` names; the global RNG is untouched (initialisation uses a fork)."""
     model_config.validate()
+    settings = dict(vars(model_config))
+    architecture = settings.pop("architecture")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return TransformerMLM(**vars(model_config))
+        if architecture == "bert":       # always post-norm with learned positions (validate checks)
+            del settings["norm_first"], settings["positional"]
+            return BertMLM(**settings)
+        return TransformerMLM(**settings)
 
 
 def parameter_count(model_config: ModelConfig) -> int:

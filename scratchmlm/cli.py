@@ -1,4 +1,4 @@
-"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | compare | check |
+"""The command line: ``scratchmlm train | evaluate | sample | fill-mask | plot | compare | check | grade |
 assignment | export | env``.
 
 ``evaluate``, ``sample``, ``fill-mask`` and ``env`` take ``--json``: then stdout holds one JSON
@@ -185,10 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write a run's weights as model.safetensors + config.json + tokenizer.json",
         description="Write a folder that loads without unpickling anything: model.safetensors, config.json "
                     "and the Hugging Face tokenizer.json. Load it with scratchmlm.load_pretrained(DIR), or "
-                    "give it to evaluate / sample / fill-mask in place of a run directory.")
+                    "give it to evaluate / sample / fill-mask in place of a run directory. With --format "
+                    "transformers (a run trained with --preset bert; needs pip install 'scratchmlm[hf]'): a "
+                    "Hugging Face folder that BertForMaskedLM.from_pretrained and pipeline('fill-mask') load.")
     export.add_argument("run", type=Path, help="a run directory written by 'scratchmlm train'")
+    export.add_argument("--format", default="scratchmlm", choices=["scratchmlm", "transformers"],
+                        help="scratchmlm: for scratchmlm.load_pretrained; transformers: for Hugging Face's "
+                             "BertForMaskedLM (default: scratchmlm)")
     export.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="the folder to write (default: RUN/export)")
+                        help="the folder to write (default: RUN/export, or RUN/transformers with --format "
+                             "transformers)")
     export.add_argument("--checkpoint", default="best", choices=["best", "last"],
                         help="best = lowest validation loss, last = the newest (default: best)")
     env = commands.add_parser(
@@ -222,7 +228,33 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the graded checks of one part (or all) against your code.")
     check.add_argument("part", choices=["masking", "attention", "encoder", "step", "noam", "all"],
                        help="the part to check, or all")
-    check.add_argument("--json", action="store_true", help="print the report as JSON (for autograders)")
+    check.add_argument("--json", action="store_true",
+                       help="print one JSON document: every part's items with their points, each part's score "
+                            "and the total (for autograders)")
+    check.add_argument("--all-or-nothing", action="store_true",
+                       help="a part scores all its points when every item passes, else none (default: the "
+                            "points of the items that pass)")
+    check.add_argument("--seed", type=int, default=None,
+                       help="seed of the fresh random inputs of the property items (default: a fixed seed)")
+    grade = commands.add_parser(
+        "grade", help="teacher: grade a submission on fresh inputs, its code in a separate process",
+        description="Grade a student copy: the checks run here with the reference implementation on inputs "
+                    "drawn from a fresh seed; the submission's adapters run in their own process and only "
+                    "their answers come back. The student's own 'check' is feedback; this is the grade.")
+    grade.add_argument("submission", type=Path, help="the student copy (the folder holding scratchmlm/)")
+    grade.add_argument("--seed", type=int, default=None,
+                       help="seed of the fresh inputs (default: a new random one, printed with the grade)")
+    grade.add_argument("--parts", default="all",
+                       help="comma-separated parts to grade: masking, attention, encoder, step, noam (default: all)")
+    grade.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="wall-clock limit of the submission's code per part (default: 60)")
+    grade.add_argument("--format", default="text", choices=["text", "json", "gradescope"],
+                       help="text, JSON, or Gradescope's results.json (default: text)")
+    grade.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    grade.add_argument("--out", type=Path, default=None, metavar="FILE",
+                       help="write the result to FILE instead of standard output")
+    grade.add_argument("--python", default=None, metavar="PATH",
+                       help="the interpreter that runs the submission (default: this one)")
     assignment = commands.add_parser("assignment", help="make a student copy with parts blanked out",
                                      description="Classroom assignments from the reference source.")
     assignment_commands = assignment.add_subparsers(dest="assignment_command", required=True, metavar="ACTION")
@@ -232,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--tasks", required=True,
                       help="comma-separated parts to blank: masking, attention, encoder, step, noam")
     make.add_argument("--out", type=Path, required=True, help="a new directory for the student copy")
+    make.add_argument("--tutorials", action="store_true",
+                      help="also copy tutorials 01.. with their exercise answers blanked (.py and .ipynb)")
     return parser
 
 
@@ -438,6 +472,13 @@ def cmd_fill_mask(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.format == "transformers":
+        from .hf import export_transformers
+
+        out = export_transformers(args.run, args.out, args.checkpoint)
+        for path in sorted(out.iterdir()):
+            print(path)
+        return 0
     from .export import export_run
 
     out = export_run(args.run, args.out, args.checkpoint)
@@ -533,28 +574,70 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Exit 0 when every checked part passes, 1 when one fails."""
-    import json
+    """Exit 0 when every checked part passes, 1 when one fails. Whatever the code under test does
+    (raise, print, hang past the checks' time limits), ``--json`` prints one complete document."""
+    import contextlib
+    import importlib
 
-    from .checks import PARTS
+    from .checks import PARTS, Item, Report
+    from .checks.guard import failure
 
     parts = list(PARTS) if args.part == "all" else [args.part]
-    reports = [PARTS[part]() for part in parts]
+    reports = []
+    # Whatever your code prints goes to stderr, so that stdout holds only the report.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        for part in parts:
+            try:
+                report = PARTS[part](seed=args.seed)
+            except Exception as error:                  # noqa: BLE001  (a check must never lose the others)
+                module = importlib.import_module(f"scratchmlm.checks.{part}")
+                report = Report(module.PART, module.TITLE, module.POINTS)
+                failed = failure(error)
+                report.add(Item("the check could not run", False, f"{failed.reason}\nat {failed.where}"))
+            report.all_or_nothing = args.all_or_nothing
+            reports.append(report)
+    total, max_total = round(sum(r.score for r in reports), 2), sum(r.points for r in reports)
     if args.json:
-        print(json.dumps([report.to_dict() for report in reports] if args.part == "all" else reports[0].to_dict(),
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"parts": [report.to_dict() for report in reports], "score": total, "points": max_total,
+                          "passed": all(report.passed for report in reports),
+                          "all_or_nothing": args.all_or_nothing}, indent=2, ensure_ascii=False, default=str))
     else:
         print("\n\n".join(report.to_text() for report in reports))
         if len(reports) > 1:
-            print(f"\ntotal: {sum(r.score for r in reports)}/{sum(r.points for r in reports)} points")
+            print(f"\ntotal: {total:g}/{max_total} points")
     return 0 if all(report.passed for report in reports) else 1
+
+
+def cmd_grade(args) -> int:
+    """Exit 0 when every graded part passes, 1 when one fails."""
+    import json
+
+    try:
+        from .checks.grade import grade
+    except ImportError:
+        raise ScratchMLMError("'scratchmlm grade' is the teacher's: run it from the reference checkout (a student "
+                              "copy leaves the grader out).") from None
+    parts = None if args.parts == "all" else [part.strip() for part in args.parts.split(",") if part.strip()]
+    result = grade(args.submission, seed=args.seed, parts=parts, timeout=args.timeout, python=args.python)
+    if args.format == "text":
+        text = result.to_text()
+    else:
+        text = json.dumps(result.to_gradescope() if args.format == "gradescope" else result.to_dict(), indent=2,
+                          ensure_ascii=False)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+        print(f"{result.score:g}/{result.max_score:g} points, seed {result.seed}: wrote {args.out}")
+    return 0 if result.passed else 1
 
 
 def cmd_assignment(args) -> int:
     from .assignment import make_assignment, parse_tasks
 
     tasks = parse_tasks(args.tasks)
-    blanked = make_assignment(tasks, args.out)
+    blanked = make_assignment(tasks, args.out, tutorials=args.tutorials)
     print(f"wrote the student copy to {args.out}; blanked: "
           + ", ".join(str(path.relative_to(args.out)) for path in blanked))
     print(f"students: see {args.out / 'ASSIGNMENT.md'}")
@@ -563,7 +646,7 @@ def cmd_assignment(args) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "fill-mask": cmd_fill_mask, "plot": cmd_plot, "compare": cmd_compare,
-            "check": cmd_check, "assignment": cmd_assignment, "export": cmd_export, "env": cmd_env}
+            "check": cmd_check, "grade": cmd_grade, "assignment": cmd_assignment, "export": cmd_export, "env": cmd_env}
 
 
 def main(argv: list[str] | None = None) -> int:

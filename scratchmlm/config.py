@@ -41,6 +41,12 @@ class ModelConfig:
     positional: str = setting("sinusoidal", "position signal: a fixed sinusoid table or a learned one",
                               ("sinusoidal", "learned"))
     init_std: float = setting(0.02, "standard deviation of the initial linear weights (biases start at 0)")
+    layer_norm_eps: float = setting(1e-5, "the epsilon every LayerNorm adds to the variance (BERT: 1e-12)")
+    architecture: str = setting("transformer", "transformer: the seed model (TransformerMLM); bert: BERT's "
+                                               "masked-LM architecture (BertMLM: normalised embeddings with "
+                                               "token types, post-norm, a transform head, the decoder tied to "
+                                               "the embeddings), which needs --norm-first false --positional "
+                                               "learned; --preset bert sets it up", ("transformer", "bert"))
 
     def validate(self) -> "ModelConfig":
         check_types(self, "model")
@@ -58,6 +64,11 @@ class ModelConfig:
                                   f"scratchmlm's Dropout), got {self.dropout}.")
         if not self.init_std > 0:
             raise ScratchMLMError(f"init_std must be positive, got {self.init_std}.")
+        if not self.layer_norm_eps > 0:
+            raise ScratchMLMError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}.")
+        if self.architecture == "bert" and (self.norm_first or self.positional != "learned"):
+            raise ScratchMLMError("architecture bert is post-norm with learned positions: add --norm-first false "
+                                  "--positional learned (or start from --preset bert).")
         return self
 
 
@@ -253,6 +264,8 @@ PRESETS = {
     "seed": "the seed configuration (the defaults): the one the published comparisons use",
     "fast": "the seed model without dropout, warmed up over 500 steps to a peak learning rate of 3.95e-3: "
             "0.630 validation top-1 in 262-317 s of training on 2 CPU threads (3250-3750 steps, seeds 0-2)",
+    "bert": "BERT's masked-LM architecture (BertMLM, LayerNorm epsilon 1e-12) at the seed size, trained like the "
+            "seed; converts to and from transformers.BertForMaskedLM (scratchmlm.hf, export --format transformers)",
 }
 
 

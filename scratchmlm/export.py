@@ -9,9 +9,9 @@
       tokenizer.json      the run's Hugging Face tokenizer file (``tokenizers.Tokenizer.from_file``)
 
 and :func:`load_pretrained` (or ``load_run``, which accepts such a folder too) reads it back into a
-``TransformerMLM`` whose logits equal the run's bit for bit. Nothing here calls ``torch.load``: a
-``.pt`` checkpoint is a pickle, which can run code when it is opened; these three files are JSON
-and raw numbers.
+``TransformerMLM`` (or ``BertMLM``) whose logits equal the run's bit for bit. Nothing here calls
+``torch.load``: a ``.pt`` checkpoint is a pickle, which can run code when it is opened; these three
+files are JSON and raw numbers.
 
 The safetensors format
 ----------------------
@@ -29,7 +29,12 @@ the tests check both directions)::
 
 Towards Hugging Face ``BertForMaskedLM``
 ----------------------------------------
-The weights correspond to BERT's like this (``i`` = layer, ``d`` = ``d_model``)::
+A model of ``architecture: "bert"`` (``--preset bert``, ``BertMLM``) *is* BERT's masked-LM
+architecture: ``scratchmlm export RUN --format transformers`` writes it as a Hugging Face folder
+(``scratchmlm/hf.py``, which also holds the weight table and converts both ways).
+
+The seed ``TransformerMLM`` has no exact counterpart. Its weights correspond to BERT's like this
+(``i`` = layer, ``d`` = ``d_model``)::
 
     scratchmlm                                  BertForMaskedLM
     embeddings.token.weight  (x sqrt(d))        bert.embeddings.word_embeddings.weight
@@ -55,7 +60,7 @@ Much of this maps exactly: ``sqrt(d_model)`` folds into the word embeddings (``W
 the very product the forward pass computes), the sinusoid table can be copied into
 ``position_embeddings``, the fused ``qkv`` splits into three, token-type embeddings of zeros add
 exactly 0, and BERT's ``layer_norm_eps`` and ``hidden_act`` can be set to nn.LayerNorm's 1e-5 and
-the exact-erf ``gelu``. But no conversion gives the same logits, so scratchmlm ships none:
+the exact-erf ``gelu``. But no conversion gives the same logits, so there is none for this model:
 
 * **Pre-norm** (the default) has no BERT counterpart: BERT's layers are post-norm
   (``LayerNorm(x + sublayer(x))``) and it has no final LayerNorm.
@@ -67,7 +72,8 @@ the exact-erf ``gelu``. But no conversion gives the same logits, so scratchmlm s
   the decoder, and GELU and LayerNorm are not linear, so no setting of the transform reproduces
   scratchmlm's single ``Generator``.
 
-A converted model would therefore only start near the trained one and need fine-tuning to match.
+A converted seed model would therefore only start near the trained one and need fine-tuning to
+match; train with ``--preset bert`` instead.
 """
 
 from __future__ import annotations
@@ -271,7 +277,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     model, tokenizer, config, state = load_run(run_dir, checkpoint, "cpu")
     description = {
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "scratchmlm_version": __version__,
-        "architecture": "TransformerMLM", "model": config.to_dict()["model"], "train": config.to_dict()["train"],
+        "architecture": type(model).__name__, "model": config.to_dict()["model"], "train": config.to_dict()["train"],
         "step": state["step"], "checkpoint": state.get("checkpoint", checkpoint),
         "valid_fingerprint": state.get("valid_fingerprint"),
         "special_tokens": {token: tokenizer.token_to_id[token] for token in tokenizer.vocab[:tokenizer.first_real_id]},

@@ -147,25 +147,13 @@ class BertMasker:
         """
         _check_arguments(self, ids, rng)
         # BEGIN SOLUTION masking
-        device = ids.device
-        maskable = ~torch.isin(ids, self.never_select_ids.to(device))
-        selected = (torch.rand(ids.shape, generator=rng, device=device) < self.select_prob) & maskable
-        kind_draw = torch.rand(ids.shape, generator=rng, device=device)
-        to_mask = selected & (kind_draw < self.mask_token_prob)
-        to_randomise = selected & ~to_mask & (kind_draw < self.mask_token_prob + self.random_token_prob)
-        unchanged = selected & ~to_mask & ~to_randomise
-
-        replacements = self.replacement_ids.to(device)
-        if replacements.numel():
-            which = torch.randint(len(replacements), ids.shape, generator=rng, device=device)
-            random_tokens = replacements[which].to(ids.dtype)
-        else:
-            random_tokens = ids
-        inputs = torch.where(to_mask, torch.full_like(ids, self.mask_id), ids)
-        inputs = torch.where(to_randomise, random_tokens, inputs)
-        labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX)).long()
-        kinds = (to_mask * MASKED + to_randomise * RANDOMISED + unchanged * UNCHANGED).to(torch.uint8)
-        return MaskedBatch(inputs=inputs, labels=labels, kinds=kinds)
+        # HINT: maskable = not one of self.never_select_ids (torch.isin); a position is selected when a
+        # HINT: uniform draw torch.rand(ids.shape, generator=rng, device=ids.device) falls below select_prob
+        # HINT: draw one more uniform per position for the kind, then let _replace_selected (below) apply 80/10/10
+        maskable = ~torch.isin(ids, self.never_select_ids.to(ids.device))
+        selected = (torch.rand(ids.shape, generator=rng, device=ids.device) < self.select_prob) & maskable
+        kind_draw = torch.rand(ids.shape, generator=rng, device=ids.device)
+        return _replace_selected(self, ids, selected, kind_draw, rng)
         # END SOLUTION
 
     def __repr__(self) -> str:
@@ -174,13 +162,20 @@ class BertMasker:
                 f"random={self.random_token_prob}, unchanged={unchanged:.3g})")
 
 
-# -- whole words and spans ------------------------------------------------------------------------
+# -- the 80/10/10 rule, shared by BertMasker and the whole-word and span maskers --------------------
 def _replace_selected(masker: BertMasker, ids: torch.Tensor, selected: torch.Tensor,
                       kind_draw: torch.Tensor, rng: torch.Generator) -> MaskedBatch:
     """BERT's 80/10/10 rule applied to the ``selected`` positions of ``ids`` ``[batch, seq]``:
     ``kind_draw`` (uniform in [0, 1), one per position) below ``mask_token_prob`` -> ``[MASK]``,
-    below ``mask_token_prob + random_token_prob`` -> a random real token, else unchanged."""
+    below ``mask_token_prob + random_token_prob`` -> a random real token, else unchanged.
+
+    ``labels`` hold ``ids`` at the selected positions and ``IGNORE_INDEX`` elsewhere; ``kinds`` say
+    ``MASKED``, ``RANDOMISED``, ``UNCHANGED`` or ``NOT_SELECTED`` per position (uint8).
+    """
     # BEGIN SOLUTION masking
+    # HINT: one kind_draw decides all three kinds, so "random" must also be "not [MASK]" (else 81/10/9)
+    # HINT: random ids: masker.replacement_ids[torch.randint(len(...), ids.shape, generator=rng, ...)]
+    # HINT: build the outputs with torch.where; never write into ids itself
     to_mask = selected & (kind_draw < masker.mask_token_prob)
     to_randomise = selected & ~to_mask & (kind_draw < masker.mask_token_prob + masker.random_token_prob)
     unchanged = selected & ~to_mask & ~to_randomise

@@ -22,6 +22,7 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     if step < 0:
         raise ScratchMLMError(f"step must be >= 0, got {step}.")
     # BEGIN SOLUTION noam
+    # HINT: the formula is in the module docstring; remember lr(0) = 0 (0 ** -0.5 would divide by zero)
     if step == 0:
         return 0.0
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
@@ -48,6 +49,8 @@ class NoamScheduler(LRScheduler):
 
     def get_lr(self) -> list[float]:
         # BEGIN SOLUTION noam
+        # HINT: self.last_epoch counts the optimizer steps done (0 right after construction);
+        # HINT: the rate set now is the one the *next* optimizer step uses, one list entry per param group
         rate = noam_lr(self.last_epoch + 1, self.d_model, self.warmup, self.factor)
         return [rate for _ in self.optimizer.param_groups]
         # END SOLUTION

@@ -51,6 +51,8 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
     Half-precision logits (bf16 autocast) are scored in float32; float32 and float64 as they are.
     """
     # BEGIN SOLUTION step
+    # HINT: F.cross_entropy wants [N, vocab] and [N]: flatten batch and seq; it takes ignore_index
+    # HINT: and reduction="sum", so you can divide by the count yourself (clamped, for an empty selection)
     scored = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     total = F.cross_entropy(scored.flatten(0, 1), labels.flatten(),
                             ignore_index=IGNORE_INDEX, reduction="sum")
@@ -66,6 +68,9 @@ def train_step(model: torch.nn.Module, ids: torch.Tensor, masker: BertMasker, rn
     ``rng`` drives the masking; the model must be in training mode (dropout on).
     """
     # BEGIN SOLUTION step
+    # HINT: follow the eight numbered lines of this module's docstring, in that order
+    # HINT: torch.nn.utils.clip_grad_norm_ clips in place and returns the norm from before clipping
+    # HINT: read the lr this step uses from optimizer.param_groups before the scheduler moves it on
     # 1. mask: choose the positions to predict and corrupt the input there
     with torch.no_grad():
         masked = masker(ids, rng)

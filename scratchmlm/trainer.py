@@ -41,7 +41,7 @@ from .errors import ScratchMLMError
 from .files import resolved
 from .evaluate import EvalResult, evaluate, pseudo_perplexity
 from .interrupt import SIGNAL_NAMES, StopRequests
-from .model import TransformerMLM
+from .model import BertMLM, TransformerMLM
 from .noam import NoamScheduler
 from .precision import prepare_for_training
 from .run_dir import CHECKPOINT_KEYS, MetricsLog, check_resume_state, RunDirectory, load_model_state, load_run, read_metrics
@@ -51,7 +51,7 @@ from .tokenizer import load_tokenizer
 
 
 class Trainer:
-    """Trains a ``TransformerMLM`` as ``config`` describes, writing the run into ``run_dir``.
+    """Trains a ``TransformerMLM`` (or a ``BertMLM``) as ``config`` describes, writing the run into ``run_dir``.
 
     ``config`` is copied, never changed: the Trainer's own copy (``trainer.config``) takes the
     vocabulary size from the data and widens ``max_len`` to ``seq_len`` if needed. ``text``
@@ -135,7 +135,7 @@ class Trainer:
         config.model.max_len = max(config.model.max_len, train.seq_len)
         check_memory(config.model, train)
         seeds = derive_seeds(train.seed, self.world.rank)
-        self.model: TransformerMLM = build_model(config.model, seeds["init"])
+        self.model: TransformerMLM | BertMLM = build_model(config.model, seeds["init"])
         if initial_weights is not None:
             load_model_state(self.model, initial_weights, Path(train.init_from))
         self.model.to(self.device)

@@ -1,5 +1,7 @@
 """Two-way CI for the assignments: the reference passes every graded check; a student copy
-imports, its helper code works, and every blanked part fails with its own "not implemented"."""
+imports, its helper code works, and every blanked part fails with its own "not implemented".
+A student copy holds no solution line, every stub carries hints, its README names only what it
+holds, and its tutorials run up to their first exercise and hold no exercise answer."""
 
 import json
 import os
@@ -7,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import re
+
 import pytest
 
-from scratchmlm.assignment import BEGIN, END, TASKS, blank_solutions, make_assignment
+from scratchmlm.assignment import BEGIN, END, HINT, TASKS, blank_solutions, make_assignment
 from scratchmlm.checks import PARTS
 from scratchmlm.errors import ScratchMLMError
 
@@ -26,8 +30,22 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def student_copy(tmp_path_factory):
     out = tmp_path_factory.mktemp("assignment") / "student"
-    make_assignment(set(TASKS), out)
+    make_assignment(set(TASKS), out, tutorials=True)
     return out
+
+
+def solution_lines(source: str) -> set[str]:
+    """The telling lines inside the solution regions of ``source``: not hints, not trivial, and
+    not also found outside a region (where the copy keeps them anyway)."""
+    inside, outside, in_region = [], set(), False
+    for line in source.splitlines():
+        if BEGIN.match(line) or END.match(line):
+            in_region = bool(BEGIN.match(line))
+        elif in_region and not HINT.match(line):
+            inside.append(line.strip())
+        else:
+            outside.add(line.strip())
+    return {line for line in inside if len(line) >= 12 and line not in outside and not line.startswith("#")}
 
 
 def test_the_reference_passes_every_graded_check():
@@ -55,6 +73,155 @@ def test_the_student_copy_has_no_solutions_and_no_teacher_files(student_copy):
     assert "def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0)" in noam
     assert "min(step^-0.5, step * warmup^-1.5)" in noam
     assert 'raise NotImplementedError("Part 5 (noam): implement noam_lr' in noam
+    # and no line of a solution survives in the copy of its file
+    regions = 0
+    for reference in (ROOT / "scratchmlm").rglob("*.py"):
+        if reference.name != "assignment.py" and any(map(BEGIN.match, reference.read_text().splitlines())):
+            lines = solution_lines(reference.read_text())
+            regions += 1
+            assert lines, reference
+            copied = student_copy / reference.relative_to(ROOT)
+            leaked = lines & {line.strip() for line in copied.read_text().splitlines()}
+            assert not leaked, f"{reference.name}: {sorted(leaked)[:3]}"
+    assert regions >= 5
+
+
+def test_every_stub_in_the_copy_comes_with_hints(student_copy):
+    stubs = 0
+    for path in (student_copy / "scratchmlm").rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if 'raise NotImplementedError("Part' in line and path.name != "assignment.py":
+                stubs += 1
+                assert HINT.match(lines[index - 1]), f"{path.name}:{index + 1}: a stub without a # HINT line"
+    # noam_lr, get_lr, masked_cross_entropy, train_step, BertMasker.__call__, _replace_selected,
+    # MultiHeadAttention.forward, EncoderLayer.forward, Encoder.forward
+    assert stubs == 9
+
+
+def test_whole_word_masking_needs_the_graded_masking_part(student_copy):
+    """_replace_selected (80/10/10) is shared by BertMasker and the whole-word masker, so it is
+    graded through BertMasker: a copy cannot pass Part 1 and leave it unwritten."""
+    code = """
+import torch, scratchmlm as sm
+from scratchmlm.masking import WholeWordMasker
+tokenizer = sm.CharTokenizer.from_text("to be or not to be")
+ids = tokenizer.encode("to be or not to be", parse_special=False)[None]
+for masker in (sm.BertMasker.for_tokenizer(tokenizer), WholeWordMasker.for_tokenizer(tokenizer)):
+    try:
+        masker(ids, torch.Generator().manual_seed(0))
+    except NotImplementedError as error:
+        print(type(masker).__name__, error)
+"""
+    result = run_python(code, student_copy)
+    assert result.returncode == 0, result.stderr
+    assert "BertMasker Part 1 (masking)" in result.stdout
+    assert "WholeWordMasker Part 1 (masking): implement _replace_selected" in result.stdout
+
+
+def paths_named(markdown: str) -> set[str]:
+    """Link targets and inline-code paths of ``markdown``, fenced blocks left out."""
+    markdown = re.sub(r"```.*?```", "", markdown, flags=re.DOTALL)
+    links = set(re.findall(r"\]\(([^)#\s]+)\)", markdown))
+    code = {token for token in re.findall(r"`([^`\s]+)`", markdown)
+            if "/" in token and not token.startswith(("~", "$", "http"))}
+    return links | code
+
+
+@pytest.mark.parametrize("tutorials", [False, True])
+def test_the_copy_documents_only_what_it_holds(student_copy, tmp_path, tutorials):
+    copy = student_copy if tutorials else tmp_path / "plain"
+    if not tutorials:
+        make_assignment({"noam"}, copy)
+    for document in ("README.md", "ASSIGNMENT.md"):
+        text = (copy / document).read_text()
+        named = paths_named(text)
+        assert named, document
+        missing = sorted(path for path in named if not (copy / path).exists())
+        assert not missing, f"{document} names {missing}, which the copy does not hold"
+        assert "tests/" not in text and "experiments/" not in text, document
+    readme = (copy / "README.md").read_text()
+    assert "`scratchmlm/noam.py` | The Noam learning-rate schedule" in readme
+    assert ("tutorials/01_characters_and_windows.ipynb" in readme) == tutorials
+    assert (copy / "tutorials/01_characters_and_windows.ipynb").exists() == tutorials
+
+
+def numbered_tutorials():
+    return sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
+
+
+def test_student_tutorials_are_valid_notebooks_without_answers(student_copy):
+    import jupytext
+    import nbformat
+
+    assert len(numbered_tutorials()) >= 8
+    for reference in numbered_tutorials():
+        source = student_copy / "tutorials" / reference.name
+        notebook = source.with_suffix(".ipynb")
+        text = source.read_text()
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, source.name
+        answers = solution_lines(reference.read_text())
+        assert answers, reference.name
+        leaked = answers & {line.strip() for line in text.splitlines()}
+        assert not leaked, f"{source.name} keeps answer lines {sorted(leaked)[:3]}"
+        nb = nbformat.read(notebook, as_version=4)
+        nbformat.validate(nb)
+        assert not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
+        assert [c.source for c in nb.cells] == [c.source for c in jupytext.read(source).cells], notebook.name
+        exercises = [c.source for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
+        assert len(exercises) >= 2, notebook.name
+        for cell in exercises:
+            assert 'raise NotImplementedError("Exercise: write your answer here")' in cell, notebook.name
+        cell_lines = {line.strip() for cell in nb.cells for line in cell.source.splitlines()}
+        assert not answers & cell_lines, notebook.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", ["01", "03"])
+def test_a_student_tutorial_runs_up_to_its_first_exercise(tmp_path, number):
+    """On a copy with the schedule blanked (01 and 03 do not use it; tutorials that use a part the
+    copy blanks stop at that part's message), everything runs until the first exercise cell asks
+    for an answer."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    student_copy = tmp_path / "copy"
+    make_assignment({"noam"}, student_copy, tutorials=True)
+    notebook = next((student_copy / "tutorials").glob(f"{number}_*.ipynb"))
+    nb = nbformat.read(notebook, as_version=4)
+    env_before = dict(os.environ)
+    os.environ.update(PYTHONPATH=str(student_copy), SCRATCHMLM_FAST="1", TQDM_DISABLE="1")
+    try:
+        with pytest.raises(CellExecutionError, match="Exercise: write your answer here"):
+            NotebookClient(nb, timeout=300, kernel_name="python3",
+                           resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    first_exercise = next(i for i, cell in enumerate(code) if "exercise" in cell.metadata.get("tags", []))
+    failed = [i for i, cell in enumerate(code) for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert failed == [first_exercise]
+    assert all(cell.get("execution_count") for cell in code[:first_exercise]), "a cell before the exercise did not run"
+
+
+def test_a_wrong_exercise_answer_is_told_without_the_expected_value():
+    from scratchmlm.notebook import ExerciseError, check
+
+    check("Exercise 1", 0.4316, 0.4321, tolerance=0.001)
+    with pytest.raises(ExerciseError) as wrong:
+        check("Exercise 1", 0.5, 0.4321, tolerance=0.001, hint="weight each kind by its count")
+    message = str(wrong.value)
+    assert "0.5" in message and "weight each kind" in message and "0.432" not in message
+    import torch
+    expected = torch.tensor([[3, 1], [4, 1]])
+    with pytest.raises(ExerciseError) as wrong:
+        check("Exercise 2", torch.tensor([[3, 1], [4, 2]]), expected)
+    assert "[4, 1]" not in str(wrong.value) and "[4, 2]" in str(wrong.value)
+    with pytest.raises(ExerciseError, match=r"shape \[2, 2\]") as wrong:
+        check("Exercise 2", torch.tensor([3, 1, 4, 1]), expected)
+    assert "[[3, 1]" not in str(wrong.value)
 
 
 def test_the_student_copy_imports_and_its_helpers_work(student_copy):
@@ -96,7 +263,7 @@ def test_a_copy_with_one_part_blanked_fails_only_that_part(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(out)}, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1, result.stderr
-    reports = {report["part"]: report for report in json.loads(result.stdout)}
+    reports = {report["part"]: report for report in json.loads(result.stdout)["parts"]}
     assert reports["attention"]["not_implemented"].startswith("Part 2 (attention)")
     # an encoder layer contains an attention: its check says which missing part blocks it
     assert reports["encoder"]["not_implemented"].startswith("Part 2 (attention)")
@@ -117,6 +284,12 @@ def test_assignment_make_on_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "scratchmlm/noam.py" in result.stdout and "scratchmlm/step.py" in result.stdout
     assert "NotImplementedError" not in (out / "scratchmlm/masking.py").read_text()
+    assert not (out / "tutorials/01_characters_and_windows.py").exists()
+    with_tutorials = subprocess.run([sys.executable, "-m", "scratchmlm", "assignment", "make", "--tasks", "noam",
+                                     "--tutorials", "--out", str(tmp_path / "tutorials")],
+                                    capture_output=True, text=True, timeout=300)
+    assert with_tutorials.returncode == 0, with_tutorials.stderr
+    assert "tutorials/06_schedules.ipynb" in with_tutorials.stdout
     again = subprocess.run([sys.executable, "-m", "scratchmlm", "assignment", "make", "--tasks", "noam",
                             "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr

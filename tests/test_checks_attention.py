@@ -20,8 +20,9 @@ def test_the_snapshot_is_current():
     check_distinguishable("attention", fresh)
 
 
-def sdpa_attention(weights, x, num_heads, key_padding_mask=None):
-    """Separate W_q, W_k, W_v and torch's fused kernel: a different layout and a different code path."""
+def sdpa_attention(weights, x, num_heads, key_padding_mask=None, dropout=0.0, return_weights=False):
+    """Separate W_q, W_k, W_v and torch's fused kernel: a different layout and a different code path
+    (eval mode: dropout unused; the weights, when asked, written out)."""
     batch, seq, d_model = x.shape
 
     def heads(name):
@@ -29,11 +30,43 @@ def sdpa_attention(weights, x, num_heads, key_padding_mask=None):
 
     mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(heads("q"), heads("k"), heads("v"), attn_mask=mask)
-    return F.linear(out.transpose(1, 2).reshape(batch, seq, d_model), weights["w_o"], weights["b_o"])
+    output = F.linear(out.transpose(1, 2).reshape(batch, seq, d_model), weights["w_o"], weights["b_o"])
+    if not return_weights:
+        return output
+    scores = heads("q") @ heads("k").transpose(-2, -1) / (d_model // num_heads) ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return output, scores.softmax(-1)
+
+
+class SeparateProjections(torch.nn.Module):
+    """A student's layout: W_q, W_k, W_v, W_o as four nn.Linear layers; the module the check builds."""
+
+    def __init__(self, weights, num_heads):
+        super().__init__()
+        d_model = weights["w_q"].shape[1]
+        self.num_heads, self.weights = num_heads, None
+        self.w = torch.nn.ModuleDict({name: torch.nn.Linear(d_model, d_model).double() for name in "qkvo"})
+        with torch.no_grad():
+            for name, linear in self.w.items():
+                linear.weight.copy_(weights[f"w_{name}"])
+                linear.bias.copy_(weights[f"b_{name}"])
+
+    def forward(self, x, key_padding_mask=None, return_weights=False):
+        batch, seq, d_model = x.shape
+        split = {name: self.w[name](x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for name in "qkv"}
+        scores = split["q"] @ split["k"].transpose(-2, -1) / (d_model // self.num_heads) ** 0.5
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        weights = scores.softmax(-1)
+        output = self.w["o"]((weights @ split["v"]).transpose(1, 2).reshape(batch, seq, d_model))
+        return (output, weights) if return_weights else output
 
 
 def test_an_independent_implementation_passes():
-    report = check_attention(run_attention=sdpa_attention)
+    report = check_attention(run_attention=sdpa_attention,
+                             make_attention=lambda weights, num_heads, dropout=0.0: SeparateProjections(weights,
+                                                                                                        num_heads))
     assert report.passed, report.to_text()
 
 

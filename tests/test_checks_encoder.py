@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import scratchmlm.checks
-from scratchmlm.checks.encoder import ATTENTION_HINT, CAUSES, check_encoder
+from scratchmlm.checks.encoder import ATTENTION_FIRST, ATTENTION_HINT, CAUSES, PLANNED_ITEMS, check_encoder
 from scratchmlm.checks.make_snapshots import check_distinguishable, encoder_snapshot
 from scratchmlm.checks.mutants import MUTANTS, replaced
 from scratchmlm.checks.snapshots import load_snapshot
@@ -19,7 +19,7 @@ def test_the_reference_passes():
     report = check_encoder()
     assert report.passed, report.to_text()
     assert report.score == report.points == 20
-    assert len(report.items) == 7
+    assert len(report.items) == PLANNED_ITEMS == 12
     assert all(item.tolerance for item in report.items)
 
 
@@ -33,10 +33,13 @@ def test_each_bug_is_named(bug):
 
 
 @pytest.mark.parametrize("bug", sorted(MUTANTS["attention"]))
-def test_a_bug_in_the_attention_does_not_fail_the_encoder_check(bug):
+def test_a_bug_in_the_attention_fails_only_the_live_attention_items_and_says_so(bug):
+    """The frozen cases isolate the layer from the attention (w_o = 0); the property items run a live
+    attention, and when one fails because the attention fails the same property alone, it says so."""
     with MUTANTS["attention"][bug]():
         report = check_encoder()
-    assert report.passed, f"attention bug {bug} failed Part 3:\n{report.to_text()}"
+    failing = [item for item in report.items if not item.passed]
+    assert all(item.cause == ATTENTION_FIRST and "live attention" in item.name for item in failing), report.to_text()
 
 
 def test_the_snapshot_is_current():
@@ -92,8 +95,22 @@ def _written_out_encoder(layer_weights, final_norm, x, num_heads, d_ff, norm_fir
 
 
 def test_an_independent_implementation_in_another_layout_passes():
+    """Functions, as a notebook writes them: the gradients are checked through the function itself,
+    and the stack, whose signature has no dropout, is not asked about dropout (that item is worth 0)."""
     report = check_encoder(run_encoder_layer=_written_out_layer, run_encoder=_written_out_encoder)
-    assert report.passed, report.to_text()
+    assert report.passed and report.score == report.points, report.to_text()
+    unpromised = [item for item in report.items if item.name.startswith("not checked")]
+    assert len(unpromised) == 1 and unpromised[0].weight == 0
+
+
+def test_a_functional_layer_that_cuts_the_gradient_fails_the_gradient_item():
+    def detached(weights, x, num_heads, d_ff, norm_first, dropout=0.0, key_padding_mask=None):
+        frozen = {name: t.detach() if name.startswith("w_1") else t for name, t in weights.items()}
+        return _written_out_layer(frozen, x, num_heads, d_ff, norm_first, dropout, key_padding_mask)
+
+    report = check_encoder(run_encoder_layer=detached, run_encoder=_written_out_encoder)
+    failing = [item for item in report.items if not item.passed]
+    assert [item.name.split()[0] for item in failing] == ["every"] and "w_1" in failing[0].detail, report.to_text()
 
 
 def test_a_pre_norm_attention_that_reads_x_fails_only_the_one_position_case_with_a_hint():

@@ -15,7 +15,7 @@ import scratchmlm.checks
 from scratchmlm.checks import masking as masking_check
 from scratchmlm.checks.make_snapshots import SNAPSHOTS
 from scratchmlm.checks.masking import CAUSES, check_masking
-from scratchmlm.checks.mutants import MUTANTS, replaced
+from scratchmlm.checks.mutants import MUTANTS, VARIANTS, replaced
 from scratchmlm.checks.snapshots import snapshot_path
 from scratchmlm.masking import BertMasker, MaskedBatch
 
@@ -38,7 +38,62 @@ def test_each_bug_is_named(bug):
 
 def test_the_required_bugs_are_in_the_catalogue():
     assert {"independent_draws", "special_ids_inserted", "labels_kept_at_unselected", "input_modified_in_place",
-            "fixed_count_per_row", "generator_ignored"} <= set(MUTANTS["masking"])
+            "selection_shared_across_rows", "selection_depends_on_position", "generator_ignored"} <= set(MUTANTS["masking"])
+
+
+def google_bert_masker(ids, rng, mask_id, replacement_ids, never_select_ids, select_prob=0.15,
+                       mask_token_prob=0.8, random_token_prob=0.1):
+    """Google's BERT: a fixed count per sequence, max(1, round(select_prob * n_maskable)), at random
+    positions; then one draw per selected position for [MASK] / random / unchanged."""
+    replacement_ids = torch.as_tensor(list(replacement_ids))
+    maskable = ~torch.isin(ids, torch.as_tensor(list(never_select_ids)))
+    counts = (maskable.sum(-1) * select_prob).round().clamp(min=1)
+    scores = torch.rand(ids.shape, generator=rng).masked_fill(~maskable, 2.0)
+    ranks = scores.argsort(-1).argsort(-1)
+    selected = (ranks < counts[:, None]) & maskable
+    u = torch.rand(ids.shape, generator=rng)
+    masked = selected & (u < mask_token_prob)
+    randomised = selected & ~masked & (u < mask_token_prob + random_token_prob)
+    tokens = replacement_ids[torch.randint(len(replacement_ids), ids.shape, generator=rng)]
+    inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(randomised, tokens, inputs)
+    kinds = masked * 1 + randomised * 2 + (selected & ~masked & ~randomised) * 3
+    return MaskedBatch(inputs, torch.where(selected, ids, torch.full_like(ids, -100)), kinds.to(torch.uint8))
+
+
+def test_a_fixed_count_per_sequence_is_accepted_by_the_default_rule():
+    """Google's BERT selects round(0.15 * n) per sequence: correct under the default rule ("either")."""
+    report = check_masking(run_masker=google_bert_masker)
+    assert report.passed, report.to_text()
+    with VARIANTS["masking"]["fixed_count_per_row"]():
+        assert check_masking().passed
+        assert check_masking(selection="fixed_count").passed
+
+
+def test_a_teacher_who_requires_independent_selection_gets_the_fixed_count_named():
+    with VARIANTS["masking"]["fixed_count_per_row"]():
+        report = check_masking(selection="independent")
+    failing = [item for item in report.items if not item.passed]
+    assert failing and {item.cause for item in failing} == {CAUSES["fixed_count_per_row"]}, report.to_text()
+    assert not check_masking(selection="fixed_count").passed       # the reference is binomial
+
+
+def test_a_selection_broadcast_over_the_batch_is_named_as_shared_not_as_a_fixed_count():
+    """The instructor's case: rows selected 229/235/231/228 because every row used the same draws."""
+    def broadcast(ids, rng, mask_id, replacement_ids, never_select_ids, select_prob=0.15, *rest):
+        batch = masking_check.adapters.run_masker(ids, rng, mask_id, replacement_ids, never_select_ids,
+                                                  select_prob, *rest)
+        maskable = ~torch.isin(ids, torch.as_tensor(list(never_select_ids)))
+        shared = (torch.rand(ids.shape[-1], generator=rng) < select_prob) & maskable
+        kinds = torch.where(shared, torch.ones_like(batch.kinds), torch.zeros_like(batch.kinds))
+        inputs = torch.where(shared, torch.full_like(ids, mask_id), ids)
+        labels = torch.where(shared, ids, torch.full_like(ids, -100))
+        return MaskedBatch(inputs, labels, kinds)
+
+    report = check_masking(run_masker=broadcast, selection="independent")
+    causes = {item.cause for item in report.items if not item.passed}
+    assert CAUSES["selection_shared_across_rows"] in causes and CAUSES["fixed_count_per_row"] not in causes, \
+        report.to_text()
 
 
 def test_the_check_is_statistical_and_has_no_snapshot():

@@ -51,6 +51,9 @@ def test_hostile_config_files_are_one_clear_error(tmp_path, content, message):
     ("dropout", 1e-6, "dropout must be 0 or between 1/65536"),
     ("dropout", 1.0, "dropout must be 0 or between 1/65536"),
     ("vocab_size", 0, "vocab_size must be a positive integer"),
+    ("layer_norm_eps", 0.0, "layer_norm_eps must be positive"),
+    ("architecture", "gpt", "architecture must be one of transformer, bert"),
+    ("architecture", "bert", "bert is post-norm with learned positions: add --norm-first false --positional learned"),
 ])
 def test_model_values_are_validated(field, value, message):
     with pytest.raises(ScratchMLMError, match=message):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -95,3 +97,22 @@ def test_the_benchmarks_flops_per_token_are_what_torch_counts_on_the_real_model(
         tokens = sizes["batch_size"] * sizes["seq_len"]
         assert bench.training_flops_per_token(**sizes) == counter.get_total_flops() / tokens
     assert round(bench.training_flops_per_token(**bench.SEED) / 1e6, 2) == 5.07      # the README's figure
+
+
+@pytest.mark.slow
+def test_the_transformers_comparison_trains_all_four_models_on_the_same_batches(tmp_path):
+    pytest.importorskip("transformers")
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_transformers.py"), "--steps", "4",
+                             "--eval-every", "2", "--valid-windows", "32", "--until", "1e-9", "--threads", "1",
+                             "--out", str(tmp_path / "results.json")],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "results.json").read_text())
+    arms = {arm["name"]: arm for arm in record["arms"]}
+    assert list(arms) == ["scratchmlm BERT", "transformers BERT", "seed", "fast"]
+    assert all(arm["tokens_per_second"] > 0 and arm["evals"][0][0] == 2 for arm in arms.values())
+    assert all(arm["reached"] is not None for arm in arms.values())         # any correct guess reaches 1e-9
+    # the same initial weights, batches and masks: the two BERTs score alike after the same steps
+    ours, theirs = arms["scratchmlm BERT"]["evals"][0], arms["transformers BERT"]["evals"][0]
+    assert abs(ours[1] - theirs[1]) < 0.01 and abs(ours[2] - theirs[2]) < 0.01
+    assert "vs transformers" in result.stdout and "time to" in result.stdout

@@ -154,3 +154,47 @@ def test_divisibility_and_length_errors():
         MultiHeadAttention(10, 3)
     with pytest.raises(ValueError, match="exceeds max_len"):
         Embeddings(5, 8, 4)(torch.zeros(1, 5, dtype=torch.long))
+
+
+def test_the_bert_model_is_its_written_definition():
+    """BertMLM against its docstrings, written out with torch.nn.functional in float64: normalised
+    embeddings with token types, post-norm layers (no dropout inside the feed-forward, no final
+    LayerNorm), the transform, and a decoder that is the token embeddings themselves."""
+    from scratchmlm.model import BertMLM
+
+    eps, heads = 1e-3, 3
+    torch.manual_seed(0)
+    model = BertMLM(vocab_size=13, d_model=12, num_heads=heads, num_layers=2, d_ff=20, max_len=7, dropout=0.0,
+                    layer_norm_eps=eps).double().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    ids = torch.randint(0, 13, (2, 7))
+    types = torch.randint(0, 2, (2, 7))
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 5:] = True
+    w = dict(model.named_parameters())
+
+    def norm(x, name):
+        return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps)
+
+    x = norm(w["embeddings.token.weight"][ids] + w["embeddings.token_type.weight"][types]
+             + w["embeddings.position.weight"][:7], "embeddings.norm")
+    for i in range(2):
+        p = f"encoder.layers.{i}."
+        q, k, v = F.linear(x, w[p + "attention.qkv.weight"], w[p + "attention.qkv.bias"]).chunk(3, dim=-1)
+        split = lambda t: t.view(2, 7, heads, 4).transpose(1, 2)                     # noqa: E731
+        scores = split(q) @ split(k).transpose(-2, -1) / 2.0                          # sqrt(d_k) = 2
+        weights = scores.masked_fill(padding[:, None, None, :], float("-inf")).softmax(-1)
+        attended = (weights @ split(v)).transpose(1, 2).reshape(2, 7, 12)
+        x = norm(x + F.linear(attended, w[p + "attention.out.weight"], w[p + "attention.out.bias"]), p + "norm1")
+        hidden = F.gelu(F.linear(x, w[p + "feed_forward.linear1.weight"], w[p + "feed_forward.linear1.bias"]))
+        x = norm(x + F.linear(hidden, w[p + "feed_forward.linear2.weight"], w[p + "feed_forward.linear2.bias"]),
+                 p + "norm2")
+    transformed = norm(F.gelu(F.linear(x, w["head.dense.weight"], w["head.dense.bias"])), "head.norm")
+    expected = transformed @ w["embeddings.token.weight"].T + w["head.bias"]
+    with torch.no_grad():
+        assert (model(ids, padding, token_type_ids=types) - expected).abs().max() < 1e-12
+    assert not any("decoder" in name or "generator" in name for name in w)          # tied: no second table
+    assert isinstance(model.encoder.final_norm, torch.nn.Identity)
+    assert model.encoder.layers[0].feed_forward.dropout.p == 0.0

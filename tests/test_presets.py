@@ -28,6 +28,8 @@ def test_seed_preset_is_the_defaults_and_fast_changes_only_what_it_says():
     assert changed_settings(preset("seed")) == {}
     # the levers measured in experiments/results/time_to_accuracy/ (README, Speed)
     assert changed_settings(preset("fast")) == {"model.dropout": 0.0, "train.warmup": 500}   # factor 1: the default
+    assert changed_settings(preset("bert")) == {"model.architecture": "bert", "model.norm_first": False,
+                                                 "model.positional": "learned", "model.layer_norm_eps": 1e-12}
     with pytest.raises(ScratchMLMError, match="presets are seed, fast"):
         preset("fastest")
 

@@ -42,8 +42,10 @@ import torch
 
 import scratchmlm as sm
 from scratchmlm.evaluate import unigram_baseline, unigram_log_probs
-from scratchmlm.notebook import FAST, check
+from scratchmlm.notebook import FAST, check, use_threads
 from scratchmlm.sample import visible
+
+use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 
 SEQ_LEN = 32          # characters per window, the training default
 BATCH_SIZE = 64       # windows per training batch, the training default

@@ -45,8 +45,10 @@ import torch
 import torch.nn.functional as F
 
 import scratchmlm as sm
-from scratchmlm.notebook import FAST, check, show_source
+from scratchmlm.notebook import FAST, check, show_source, use_threads
 from scratchmlm.sample import visible
+
+use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 
 torch.set_printoptions(precision=3, sci_mode=False)
 torch.set_grad_enabled(False)          # this notebook looks inside tensors; it trains nothing

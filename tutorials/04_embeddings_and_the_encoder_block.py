@@ -44,7 +44,9 @@ import torch
 
 import scratchmlm as sm
 from scratchmlm.model import sinusoidal_positions
-from scratchmlm.notebook import FAST, check, show_source
+from scratchmlm.notebook import FAST, check, show_source, use_threads
+
+use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 
 torch.set_printoptions(precision=3, sci_mode=False)
 
@@ -290,7 +292,7 @@ for std in INIT_STDS:
 # > the residual stream is an uninterrupted sum from the embeddings to the final norm, so each
 # > layer has a direct additive path to the loss, which keeps early training stable. The price is
 # > the un-normalised stream, hence `final_norm`, and a stream that grows with depth. With only six
-# > layers the difference is small in practice: the README's ablation finds post-norm at 0.358
+# > layers the difference is small in practice: the README's ablation finds post-norm at 0.356
 # > top-1 after 1000 steps against 0.365 for pre-norm.
 #
 # > **Why residual connections at all?** `x + f(x)` makes "do nothing" the easy default for a

@@ -32,7 +32,7 @@
 #   (warm-up 2000 vs warm-up 500, same peak) on validation top-1 and `[MASK]` top-1.
 # - Run two schedules side by side and see what skipping the warm-up does to a model.
 #
-# Runs in about 50 s on 2 CPU cores; `SCRATCHMLM_FAST=1` for a quicker run.
+# Runs in about 90 s on a 2-core CPU (torch on one thread); `SCRATCHMLM_FAST=1` for a quicker run.
 
 # %%
 # %matplotlib inline
@@ -46,9 +46,11 @@ import torch
 import scratchmlm as sm
 from scratchmlm.config import read_json
 from scratchmlm.evaluate import unigram_baseline
-from scratchmlm.notebook import FAST, check, show_source
+from scratchmlm.notebook import FAST, check, show_source, use_threads
 from scratchmlm.plots import plot_noam
 from scratchmlm.run_dir import read_metrics
+
+use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 
 SEQ_LEN = 32
 D_MODEL = 128                       # the seed configuration's width

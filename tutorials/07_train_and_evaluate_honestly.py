@@ -30,8 +30,9 @@
 # - Compute perplexity over the masked positions and pseudo-perplexity of a text, say how they
 #   differ, and why neither can be compared with a causal language model's perplexity.
 #
-# Run time: about two minutes on 2 CPU cores, nearly all of it the training run;
-# `SCRATCHMLM_FAST=1` for a quicker run (about 40 s) that trains for 200 steps instead of 800.
+# Run time: about three minutes with torch on one thread (195 s measured on a 2-core CPU), nearly
+# all of it the training run; `SCRATCHMLM_FAST=1` for a quicker run that trains for 200 steps
+# instead of 800.
 
 # %%
 # %matplotlib inline
@@ -47,11 +48,12 @@ import torch
 import scratchmlm as sm
 from scratchmlm.evaluate import bigram_infill_baseline, pseudo_perplexity
 from scratchmlm.masking import MASKED, UNCHANGED
-from scratchmlm.notebook import FAST, check
+from scratchmlm.notebook import FAST, check, use_threads
 from scratchmlm.plots import plot_training_curves
 from scratchmlm.run_dir import read_metrics
 
-print(f"fast mode: {FAST}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+threads = use_threads()    # one unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
+print(f"fast mode: {FAST}; torch {torch.__version__}, {threads} thread(s)")
 
 # %% [markdown]
 # ## 1. The recipe
@@ -157,7 +159,8 @@ print(inspect.getsource(sm.Trainer.train))
 
 # %% [markdown]
 # In Jupyter the `tqdm.auto` bar is a widget with the latest training loss, accuracy and learning
-# rate (`TQDM_DISABLE=1` silences it). On a quiet 2-core CPU the full run takes about two minutes.
+# rate (`TQDM_DISABLE=1` silences it). On one thread of a 2-core CPU the full run takes about three
+# minutes.
 
 # %%
 started = time.perf_counter()
@@ -248,9 +251,9 @@ print(f"unchanged positions whose input already is the answer: "
       f"{(batch.inputs[unchanged] == batch.labels[unchanged]).float().mean():.3f}")
 
 # %% [markdown]
-# > So a high unchanged score says only that the model has learned to trust what it sees (the
-# > baselines score ~0.35 there because they ignore the position itself and look only at its
-# > neighbours). It says nothing about infilling. Because unchanged positions are ~10% of the scored
+# > So a high unchanged score says only that the model has learned to trust what it sees (bigram
+# > infill scores ~0.35 there and the unigram ~0.15, because they ignore the position itself and
+# > look only at its neighbours, or at nothing). It says nothing about infilling. Because unchanged positions are ~10% of the scored
 # > ones, they also lift the *overall* top-1 (the black line above) several points over the [MASK]
 # > score. The random column is the opposite case: the input there is a lie the model must
 # > overrule, and a model that has learned to trust its input is sometimes fooled — after 800
@@ -274,7 +277,7 @@ for result in (final, bigram, unigram):
 
 # %% [markdown]
 # Perplexity judges the whole predicted distribution, not only its top choice, so it is the
-# stricter test. After 800 steps the model's [MASK] perplexity (8.1) is only just below the
+# stricter test. After 800 steps the model's [MASK] perplexity (8.0) is only just below the
 # bigram's (8.5) although its top-1 is 3.6 points ahead (after fast mode's 200 steps it is still far
 # above it); at random positions it is worse than the bigram's, and at unchanged ones it is close
 # to 1 — the same flattery in another unit.

@@ -15,6 +15,13 @@ Every check reaches your code only through ``scratchmlm/checks/adapters.py``.
 | 3 encoder layer | ``check_encoder`` | 20 |
 | 4 loss and step | ``check_step`` | 25 |
 | 5 Noam | ``check_noam`` | 10 |
+
+Each check takes the functions that reach your code (default: ``adapters``) and ``seed`` (the fresh
+random inputs of its property items; default a fixed seed, so your report is the same every run).
+A part's points are split over its items (partial credit, ``Report.score``); set
+``report.all_or_nothing = True`` (``scratchmlm check --all-or-nothing``) for all or none per part.
+An exception or a runaway loop in your code fails the item it happened in, with its reason and your
+last line (see ``guard.py``); the other items and parts are still graded.
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ def _graded(module):
     check = getattr(module, f"check_{module.PART}")
 
     @functools.wraps(check)
-    def run(**your_code) -> Report:
+    def run(*your_code, **options) -> Report:
         try:
-            return check(**your_code)
+            return check(*your_code, **options)
         except NotImplementedError as error:
             return Report(module.PART, module.TITLE, module.POINTS,
                           not_implemented=str(error) or "NotImplementedError")
@@ -50,11 +57,11 @@ PARTS = {"masking": check_masking, "attention": check_attention, "encoder": chec
          "step": check_step, "noam": check_noam}
 
 
-def check(part: str) -> Report:
+def check(part: str, seed: int | None = None) -> Report:
     """The report of one part: ``masking``, ``attention``, ``encoder``, ``step`` or ``noam``."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; the parts are {', '.join(PARTS)}")
-    return PARTS[part]()
+    return PARTS[part](seed=seed)
 
 
 __all__ = ["Item", "Report", "PARTS", "check", "check_masking", "check_attention", "check_encoder",

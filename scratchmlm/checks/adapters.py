@@ -40,13 +40,28 @@ def load_attention(attention: torch.nn.Module, weights: dict[str, torch.Tensor])
         attention.out.bias.copy_(weights["b_o"])
 
 
-def run_attention(weights: dict[str, torch.Tensor], x: torch.Tensor, num_heads: int,
-                  key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Part 2. Multi-head self-attention of ``x`` ``[batch, seq, d_model]``; ``key_padding_mask``
-    ``[batch, seq]`` is True at padding keys. Returns ``[batch, seq, d_model]``."""
-    attention = MultiHeadAttention(x.shape[-1], num_heads, dropout=0.0).to(x.dtype).eval()
+def make_attention(weights: dict[str, torch.Tensor], num_heads: int, dropout: float = 0.0) -> torch.nn.Module:
+    """Part 2. *Your* multi-head attention module in float64 with ``weights`` loaded, in eval mode.
+    The checks call it as ``module(x, key_padding_mask)`` and, for the attention weights,
+    ``module(x, key_padding_mask, return_weights=True)``; they also set ``module.train()`` and
+    back-propagate through it, to see that every parameter gets its gradient."""
+    d_model = weights["w_q"].shape[1]
+    attention = MultiHeadAttention(d_model, num_heads, dropout=dropout).to(weights["w_q"].dtype).eval()
     load_attention(attention, weights)
+    return attention
+
+
+def run_attention(weights: dict[str, torch.Tensor], x: torch.Tensor, num_heads: int,
+                  key_padding_mask: torch.Tensor | None = None, dropout: float = 0.0,
+                  return_weights: bool = False):
+    """Part 2. Multi-head self-attention of ``x`` ``[batch, seq, d_model]`` in eval mode;
+    ``key_padding_mask`` ``[batch, seq]`` is True at padding keys. ``dropout`` is the module's dropout
+    probability (eval mode must ignore it). Returns ``[batch, seq, d_model]``, and with
+    ``return_weights`` also the attention weights ``[batch, heads, seq, seq]``."""
+    attention = make_attention(weights, num_heads, dropout)
     with torch.no_grad():
+        if return_weights:
+            return attention(x, key_padding_mask, return_weights=True)
         return attention(x, key_padding_mask)
 
 
@@ -58,8 +73,7 @@ def run_encoder_layer(weights: dict[str, torch.Tensor], x: torch.Tensor, num_hea
     (GELU between them), and the two LayerNorms' ``norm1_weight, norm1_bias, norm2_weight,
     norm2_bias``: ``norm1`` is the one around the attention sub-layer, ``norm2`` around the
     feed-forward. ``dropout`` is the layer's dropout probability (eval mode must ignore it)."""
-    layer = EncoderLayer(x.shape[-1], num_heads, d_ff, dropout=dropout, norm_first=norm_first).to(x.dtype).eval()
-    load_encoder_layer(layer, weights)
+    layer = make_encoder_layer(weights, num_heads, d_ff, norm_first, dropout)
     with torch.no_grad():
         return layer(x, key_padding_mask)
 
@@ -86,6 +100,18 @@ def make_noam_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup: 
     return NoamScheduler(optimizer, d_model, warmup, factor)
 
 
+def make_encoder_layer(weights: dict[str, torch.Tensor], num_heads: int, d_ff: int, norm_first: bool,
+                       dropout: float = 0.0) -> torch.nn.Module:
+    """Part 3. *Your* encoder layer in float64 with ``weights`` (named as in ``run_encoder_layer``)
+    loaded, in eval mode. The checks call it as ``layer(x, key_padding_mask)``; they also set
+    ``layer.train()`` and back-propagate through it, to see that every parameter gets its gradient."""
+    d_model = weights["w_q"].shape[1]
+    layer = EncoderLayer(d_model, num_heads, d_ff, dropout=dropout, norm_first=norm_first).to(
+        weights["w_q"].dtype).eval()
+    load_encoder_layer(layer, weights)
+    return layer
+
+
 def load_encoder_layer(layer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Copy one encoder layer's weights (named as in ``run_encoder_layer``) into scratchmlm's
     ``EncoderLayer``; ``run_encoder_layer`` and ``run_encoder`` both load through here."""
@@ -102,12 +128,13 @@ def load_encoder_layer(layer: torch.nn.Module, weights: dict[str, torch.Tensor])
 
 def run_encoder(layer_weights: list[dict[str, torch.Tensor]], final_norm: dict[str, torch.Tensor] | None,
                 x: torch.Tensor, num_heads: int, d_ff: int, norm_first: bool,
-                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Part 3. The whole encoder stack in eval mode with dropout off: one layer per entry of
+                key_padding_mask: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """Part 3. The whole encoder stack in eval mode (``dropout`` is its layers' dropout probability,
+    which eval mode must ignore): one layer per entry of
     ``layer_weights`` (each named as in ``run_encoder_layer``), then, for a pre-norm stack, the final
     LayerNorm with ``final_norm["weight"]``, ``final_norm["bias"]`` (``None`` for a post-norm stack,
     which has none). Returns ``[batch, seq, d_model]``."""
-    encoder = Encoder(len(layer_weights), x.shape[-1], num_heads, d_ff, dropout=0.0,
+    encoder = Encoder(len(layer_weights), x.shape[-1], num_heads, d_ff, dropout=dropout,
                       norm_first=norm_first).to(x.dtype).eval()
     for layer, weights in zip(encoder.layers, layer_weights):
         load_encoder_layer(layer, weights)

@@ -22,6 +22,7 @@ import math
 import torch
 
 from . import adapters
+from .guard import RAISED, YOUR_LINE, Failed, call, grading, raise_failed
 from .report import Item, Report
 
 PART = "masking"
@@ -92,7 +93,14 @@ CAUSES = {
                                 "ids: at a selected position the label must be the id before masking",
     "probabilities_hard_coded": "the probabilities are hard-coded (0.15 / 0.8 / 0.1): use the masker's "
                                 "select_prob, mask_token_prob and random_token_prob",
+    "selection_shared_across_rows": "one selection is shared by every row (drawn once and broadcast over the "
+                                    "batch, e.g. torch.rand(seq) < select_prob): each row must get its own "
+                                    "draws, torch.rand(ids.shape, generator=rng) < select_prob",
+    "selection_depends_on_position": "the chance of being selected depends on the position in the row (e.g. "
+                                     "a rate that grows or falls along the row, or only some positions "
+                                     "eligible): every maskable position must have the same probability",
 }
+SELECTION_RULES = ("either", "independent", "fixed_count")
 
 # Words for failures no known bug explains.
 GENERIC = {
@@ -120,6 +128,10 @@ GENERIC = {
     "not_reproducible": "the same rng and the same global seed give different outputs: some randomness comes "
                         "from elsewhere (Python's random, NumPy, the clock); use only torch calls with "
                         "generator=rng",
+    "rows": "the selections of different rows are not independent of each other: draw every row's random "
+            "numbers afresh (torch.rand(ids.shape, generator=rng))",
+    "fixed_count_wrong": "the number selected per row is (nearly) fixed, but not round(select_prob * n) of the "
+                         "row's n maskable positions (count the maskable positions, not the row length)",
     "rng_unused": "the output does not depend on rng: a generator created and seeded inside the masker, or no "
                   "randomness at all; draw every random number with generator=rng",
 }
@@ -142,7 +154,13 @@ def make_ids(batch: int, seq: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def _mask(run_masker, ids, seed, probs=(SELECT_PROB, MASK_PROB, RANDOM_PROB)):
-    return run_masker(ids, torch.Generator().manual_seed(seed), MASK_ID, list(REAL_IDS), SPECIAL_IDS, *probs)
+    """Your masker's ``MaskedBatch``, or a ``Failed`` when it raised or ran out of time."""
+    return call(run_masker, ids, torch.Generator().manual_seed(seed), MASK_ID, list(REAL_IDS), SPECIAL_IDS, *probs)
+
+
+def _positions(selected_row: torch.Tensor, shown: int = 8) -> str:
+    positions = selected_row.nonzero().flatten()[:shown].tolist()
+    return f"{positions}..." if int(selected_row.sum()) > shown else str(positions)
 
 
 def _first(where: torch.Tensor) -> list[int]:
@@ -170,22 +188,36 @@ def _chi_square_bound(df: int, sigmas: float = SIGMAS) -> float:
     return df * (1.0 - a + sigmas * math.sqrt(a)) ** 3
 
 
-def check_masking(run_masker=None) -> Report:
+PLANNED_ITEMS = 16
+
+
+def check_masking(run_masker=None, seed: int | None = None, selection: str = "either") -> Report:
     """``run_masker`` (default: ``adapters.run_masker``) masks ids with your masker; pass your own
-    function with the same signature to check an implementation that lives elsewhere (a notebook)."""
+    function with the same signature to check an implementation that lives elsewhere (a notebook).
+    ``seed`` draws fresh ids and rng seeds (default: fixed, so the report is the same on every run);
+    ``selection`` is the rule for the count per row: ``"either"``, ``"independent"`` or ``"fixed_count"``."""
+    if selection not in SELECTION_RULES:
+        raise ValueError(f"selection must be one of {', '.join(SELECTION_RULES)}, not {selection!r}")
     run_masker = run_masker or adapters.run_masker
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(GLOBAL_SEED)            # a masker using the global RNG gives the same report each run
-        return _check(run_masker)
-
-
-def _check(run_masker) -> Report:
+    seeds = (DATA_SEED, MASK_SEED, GLOBAL_SEED) if seed is None else (int(seed), int(seed) + 1, int(seed) + 2)
     report = Report(PART, TITLE, POINTS)
-    data = torch.Generator().manual_seed(DATA_SEED)
+    with grading(report, PLANNED_ITEMS), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds[2])            # a masker using the global RNG gives the same report each run
+        _check(report, run_masker, seeds, selection)
+    return report
+
+
+def _check(report: Report, run_masker, seeds, selection) -> None:
+    data_seed, mask_seed, _ = seeds
+    data = torch.Generator().manual_seed(data_seed)
     ids = make_ids(BATCH, SEQ, data)
     passed_in = ids.clone()
-    batch = _mask(run_masker, passed_in, MASK_SEED)
+    batch = _mask(run_masker, passed_in, mask_seed)
     shape = list(ids.shape)
+    if isinstance(batch, Failed):
+        report.add(Item(f"your masker runs on ids {shape}", False, f"{batch.reason}\n{YOUR_LINE}{batch.where}",
+                        RAISED, EXACT, weight=PLANNED_ITEMS))
+        return
 
     # 1. shapes and dtypes: nothing else can be judged without them
     problems = []
@@ -204,7 +236,8 @@ def _check(run_masker) -> Report:
                     f"int64, kinds integer", not problems, "\n".join(problems),
                     GENERIC["shapes"] if problems else "", EXACT))
     if problems:
-        return report
+        report.items[-1].weight = PLANNED_ITEMS            # nothing else can be judged: the whole part
+        return
     inputs, labels, kinds = batch.inputs.cpu(), batch.labels.cpu(), batch.kinds.cpu().long()
 
     # 2. the ids passed in are left alone
@@ -286,7 +319,7 @@ def _check(run_masker) -> Report:
                                   f"({n_selected:,} selected)", cause,
                     f"+-{tolerance:.4f}: 6 standard errors of a binomial with n = {n_maskable:,}"))
 
-    # 7. the count per row varies like a binomial: standardised counts have variance 1
+    # 7. the count per row: a binomial's spread (independent selection) or round(p * n) (fixed count)
     per_row_maskable = maskable.sum(-1).double()
     per_row_selected = (selected & maskable).sum(-1).double()
     p_hat = min(max(rate, 1e-9), 1 - 1e-9)          # the observed rate, so that only the spread is judged
@@ -294,15 +327,72 @@ def _check(run_masker) -> Report:
     variance = float(z.var())
     rows = ids.shape[0]
     tolerance = SIGMAS * math.sqrt(2.0 / (rows - 1))
-    ok = abs(variance - 1.0) <= tolerance
-    cause = "" if ok else (CAUSES["fixed_count_per_row"] if variance < 1.0 else GENERIC["spread_high"])
+    binomial = abs(variance - 1.0) <= tolerance
+    fixed = bool(((per_row_selected - SELECT_PROB * per_row_maskable).abs() <= 1.0).all())
+    ok = {"either": binomial or fixed, "independent": binomial, "fixed_count": fixed}[selection]
+    cause = ""
+    if not ok:
+        if selection == "fixed_count":
+            cause = GENERIC["fixed_count_wrong"]
+        elif variance < 1.0:
+            cause = CAUSES["fixed_count_per_row"] if fixed else GENERIC["fixed_count_wrong"]
+        else:
+            cause = GENERIC["spread_high"]
     counts = per_row_selected[:4].long().tolist()
-    report.add(Item(f"the number selected per row varies like a binomial (over {rows} rows)", ok,
+    rule = {"either": "varies like a binomial, or is round(p * maskable) in every row",
+            "independent": "varies like a binomial (independent selection)",
+            "fixed_count": "is round(p * maskable) in every row (fixed count)"}[selection]
+    report.add(Item(f"the number selected per row {rule} (over {rows} rows; rule: {selection})", ok,
                     "" if ok else (f"variance of (count - p*maskable) / sqrt(maskable*p*(1-p)) over the rows: "
-                                   f"expected 1 +- {tolerance:.3f}, got {variance:.4f} (first rows select "
-                                   f"{counts} of {per_row_maskable[:4].long().tolist()})"), cause,
+                                   f"expected 1 +- {tolerance:.3f}, got {variance:.4f}; fixed count "
+                                   f"round(p*maskable) +- 1 in every row: {'yes' if fixed else 'no'} (first rows "
+                                   f"select {counts} of {per_row_maskable[:4].long().tolist()})"), cause,
                     f"+-{tolerance:.3f}: 6 standard errors of the sample variance of {rows} standard normal "
-                    f"values, sqrt(2/{rows - 1})"))
+                    f"values, sqrt(2/{rows - 1}); a fixed count may be off round(p*n) by 1 (floor, ceil, max(1, .))"))
+    statistical = [report.items[-2], report.items[-1]]         # the rate and the count per row
+
+    # 7b. rows are selected independently of each other: pairs of rows (2k, 2k + 1) are both selected at a
+    # position both can select with probability p^2, not p (a selection broadcast over the batch)
+    both = maskable[0::2] & maskable[1::2]
+    pairs = int(both.sum())
+    co_selected = int((selected[0::2] & selected[1::2] & both).sum())
+    co_rate, want = co_selected / max(pairs, 1), p_hat ** 2
+    tolerance = SIGMAS * math.sqrt(want * (1 - want) / max(pairs, 1))
+    ok = abs(co_rate - want) <= tolerance
+    # shared: nearer a row's own rate p (rows select the same positions) than p^2 (independent rows)
+    shared = not ok and co_rate > (p_hat + want) / 2
+    report.add(Item(f"rows are selected independently: two rows both select a position with probability p^2 "
+                    f"(over {pairs:,} position pairs of rows 2k, 2k+1)", ok,
+                    "" if ok else (f"expected {want:.4f} +- {tolerance:.4f} (p = {p_hat:.4f}), got {co_rate:.4f}; "
+                                   f"the first rows select positions {_positions(selected[0])} and "
+                                   f"{_positions(selected[1])}"),
+                    "" if ok else (CAUSES["selection_shared_across_rows"] if shared else GENERIC["rows"]),
+                    f"+-{tolerance:.4f}: 6 standard errors of a binomial with n = {pairs:,} and p^2"))
+    statistical.append(report.items[-1])
+
+    # 7c. every position is as likely as any other: per-column counts over the rows (chi-square)
+    column_maskable = maskable.sum(0).double()
+    column_selected = (selected & maskable).sum(0).double()
+    used = column_maskable >= 30
+    expected_count = p_hat * column_maskable[used]
+    chi_square = float(((column_selected[used] - expected_count) ** 2 / (expected_count * (1 - p_hat))).sum())
+    df = int(used.sum())
+    bound = _chi_square_bound(df)
+    ok = chi_square <= bound
+    column_rates = column_selected / column_maskable.clamp(min=1)
+    quarters = [float(column_rates[i * SEQ // 4:(i + 1) * SEQ // 4][used[i * SEQ // 4:(i + 1) * SEQ // 4]].mean())
+                for i in range(4)]
+    report.add(Item(f"every position of a row is equally likely to be selected (the rate of each of the {df} "
+                    f"positions over the rows)", ok,
+                    "" if ok else (f"chi-square of the per-position counts: expected <= {bound:.1f}, got "
+                                   f"{chi_square:.1f}; the rate by quarter of the row: "
+                                   + ", ".join(f"{q:.3f}" for q in quarters)),
+                    "" if ok else (CAUSES["selection_shared_across_rows"] if shared
+                                   else CAUSES["selection_depends_on_position"]),
+                    f"chi-square <= {bound:.1f}: its quantile 6 sigma up for {df} degrees of freedom "
+                    f"(Wilson-Hilferty), positions with >= 30 maskable rows"))
+    statistical.append(report.items[-1])
+    position_dependent = not ok and not shared
 
     # 8. the 80/10/10 split of the selected
     n, shares = _shares(kinds[selected])
@@ -359,7 +449,7 @@ def _check(run_masker) -> Report:
 
     # 11. the probabilities passed in are used
     other_ids = make_ids(OTHER_BATCH, OTHER_SEQ, data)
-    other = _mask(run_masker, other_ids.clone(), MASK_SEED, OTHER_PROBS)
+    other = raise_failed(_mask(run_masker, other_ids.clone(), mask_seed, OTHER_PROBS))
     other_kinds = other.kinds.cpu().long()
     other_maskable = ~torch.isin(other_ids, torch.tensor(SPECIAL_IDS))
     other_selected = other_kinds != NOT_SELECTED
@@ -393,13 +483,19 @@ def _check(run_masker) -> Report:
                                    f"{want[2]:.3f}, got selection {other_rate:.4f} and split {shown} of "
                                    f"{n:,} selected"), cause,
                     f"6 standard errors of binomials with n = {m:,} (selection) and n = number selected (split)"))
+    statistical.append(report.items[-1])
+    # A selection shared by the rows, or one that depends on the position, also moves the rate and the
+    # count per row: name it there too, rather than a rate or a fixed count.
+    for item in statistical:
+        if not item.passed and (shared or position_dependent):
+            item.cause = CAUSES["selection_shared_across_rows" if shared else "selection_depends_on_position"]
 
     # 12-14. all randomness comes from rng
     small_ids = make_ids(SMALL_BATCH, SMALL_SEQ, data)
 
     def outputs(seed: int, global_seed: int):
         torch.manual_seed(global_seed)
-        result = _mask(run_masker, small_ids.clone(), seed)
+        result = raise_failed(_mask(run_masker, small_ids.clone(), seed))
         return [t.cpu().long() for t in (result.inputs, result.labels, result.kinds)]
 
     def differences(a, b) -> str:
@@ -428,4 +524,3 @@ def _check(run_masker) -> Report:
     report.add(Item("a different rng seed gives a different output", bool(different),
                     "" if different else "rng seeds 11 and 12 (same global seed) give identical outputs", cause,
                     f"{SMALL_BATCH}x{SMALL_SEQ} ids: two seeds give the same selection with probability < 1e-100"))
-    return report

@@ -35,9 +35,12 @@ def replaced(owner, name: str, replacement):
 # -- Part 2: attention -----------------------------------------------------------------------------
 
 def _attention(self, x, key_padding_mask=None, return_weights=False, *, softmax_dim=-1, mask="before",
-               scale="sqrt_d_k", transpose=True, causal=False):
+               scale="sqrt_d_k", transpose=True, causal=False, dropout_in_eval=False, weights_before_mask=False,
+               cut_queries_and_keys=False):
     batch, seq, d_model = x.shape
     q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.d_k).permute(2, 0, 3, 1, 4)
+    if cut_queries_and_keys:                     # the output is right, but W_q and W_k get no gradient
+        q, k = q.detach(), k.detach()
     divisor = {"sqrt_d_k": math.sqrt(self.d_k), "none": 1.0, "d_k": self.d_k,
                "sqrt_d_model": math.sqrt(d_model)}[scale]
     scores = q @ k.transpose(-2, -1) / divisor
@@ -48,12 +51,18 @@ def _attention(self, x, key_padding_mask=None, return_weights=False, *, softmax_
         scores = scores.masked_fill(padding, torch.finfo(scores.dtype).min)
     if padding is not None and mask == "zero":
         scores = scores.masked_fill(padding, 0.0)
+    if key_padding_mask is not None and mask == "queries":      # rows (queries) masked, not columns (keys)
+        scores = scores.masked_fill(key_padding_mask[:, None, :, None], torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=softmax_dim)
     if padding is not None and mask == "after":
         weights = weights.masked_fill(padding, 0.0)
-    heads = self.dropout(weights) @ v
+    dropped = (torch.nn.functional.dropout(weights, self.dropout_p, training=True) if dropout_in_eval
+               else self.dropout(weights))
+    heads = dropped @ v
     merged = (heads.transpose(1, 2) if transpose else heads).reshape(batch, seq, d_model)
     output = self.out(merged)
+    if weights_before_mask:                      # the weights returned are not the ones that were used
+        weights = (q @ k.transpose(-2, -1) / divisor).softmax(dim=-1)
     return (output, weights) if return_weights else output
 
 
@@ -71,6 +80,10 @@ ATTENTION = {
     "scaled_by_sqrt_d_model": lambda: _attention_bug(scale="sqrt_d_model"),
     "heads_merged_without_transpose": lambda: _attention_bug(transpose=False),
     "causal_mask": lambda: _attention_bug(causal=True),
+    "mask_on_queries": lambda: _attention_bug(mask="queries"),
+    "dropout_in_eval": lambda: _attention_bug(dropout_in_eval=True),
+    "weights_returned_before_masking": lambda: _attention_bug(weights_before_mask=True),
+    "projection_cut_from_graph": lambda: _attention_bug(cut_queries_and_keys=True),
 }
 
 # -- Part 1: masking -------------------------------------------------------------------------------
@@ -88,6 +101,11 @@ def _masker(self, ids, rng, *, kinds_drawn="one_draw", replacements="real", labe
         maskable = torch.ones(ids.shape, dtype=torch.bool, device=device)
     if count == "binomial":
         selected = (torch.rand(ids.shape, generator=generator, device=device) < select_p) & maskable
+    elif count == "broadcast":   # one row of draws shared by the whole batch
+        selected = (torch.rand(ids.shape[-1], generator=generator, device=device) < select_p) & maskable
+    elif count == "grows_along_row":   # the rate rises from 0 to 2p along the row: p on average
+        position = (torch.arange(ids.shape[-1], device=device) + 0.5) / ids.shape[-1]
+        selected = (torch.rand(ids.shape, generator=generator, device=device) < 2 * select_p * position) & maskable
     else:   # "fixed": exactly round(p * maskable) positions in every row, chosen at random
         scores = torch.rand(ids.shape, generator=generator, device=device).masked_fill(~maskable, 2.0)
         per_row = (maskable.sum(-1, keepdim=True) * select_p).round().long()
@@ -138,7 +156,8 @@ MASKING = {
     "special_ids_inserted": lambda: _masker_bug(replacements="whole_vocabulary"),
     "labels_kept_at_unselected": lambda: _masker_bug(labels_at="everywhere"),
     "input_modified_in_place": lambda: _masker_bug(in_place=True),
-    "fixed_count_per_row": lambda: _masker_bug(count="fixed"),
+    "selection_shared_across_rows": lambda: _masker_bug(count="broadcast"),
+    "selection_depends_on_position": lambda: _masker_bug(count="grows_along_row"),
     "generator_ignored": lambda: _masker_bug(use_rng=False),
     "specials_selected": lambda: _masker_bug(skip_specials=False),
     "replacements_miss_last_id": lambda: _masker_bug(replacements="off_by_one"),
@@ -150,7 +169,8 @@ MASKING = {
 # -- Part 3: encoder layer -------------------------------------------------------------------------
 
 def _encoder_layer(self, x, key_padding_mask=None, return_weights=False, *, placement="asked",
-                   attention_residual=True, feed_forward_residual=True, dropout_in_eval=False):
+                   attention_residual=True, feed_forward_residual=True, dropout_in_eval=False,
+                   mask_to_attention=True, attention_detached=False):
     norm_first = {"asked": self.norm_first, "pre": True, "post": False}[placement]
 
     def drop(t, module):
@@ -159,11 +179,13 @@ def _encoder_layer(self, x, key_padding_mask=None, return_weights=False, *, plac
         keep = torch.rand(t.shape, dtype=t.dtype) >= module.p       # training-mode dropout, eval or not
         return t * keep / (1 - module.p)
 
-    attended = self.attention(self.norm1(x) if norm_first else x, key_padding_mask,
-                              return_weights=return_weights)
+    attended = self.attention(self.norm1(x) if norm_first else x,
+                              key_padding_mask if mask_to_attention else None, return_weights=return_weights)
     weights = None
     if return_weights:
         attended, weights = attended
+    if attention_detached:                       # the value is right; the attention never gets a gradient
+        attended = attended.detach()
     if norm_first:
         x = (x if attention_residual else 0) + drop(attended, self.dropout1)
         x = (x if feed_forward_residual else 0) + drop(self.feed_forward(self.norm2(x)), self.dropout2)
@@ -177,15 +199,25 @@ def _encoder_layer_bug(**options):
     return replaced(EncoderLayer, "forward", functools.partialmethod(_encoder_layer, **options))
 
 
-def _encoder_without_final_norm(self, x, key_padding_mask=None, return_weights=False):
+def _encoder(self, x, key_padding_mask=None, return_weights=False, *, final_norm=True, mask_to="all",
+             dropout_in_eval=False):
     all_weights = []
-    for layer in self.layers:
+    for i, layer in enumerate(self.layers):
+        if dropout_in_eval:                      # dropout between the layers, on whatever the mode
+            x = torch.nn.functional.dropout(x, layer.dropout1.p, training=True)
+        mask = key_padding_mask if mask_to == "all" or i == 0 else None
         if return_weights:
-            x, weights = layer(x, key_padding_mask, return_weights=True)
+            x, weights = layer(x, mask, return_weights=True)
             all_weights.append(weights)
         else:
-            x = layer(x, key_padding_mask)
+            x = layer(x, mask)
+    if final_norm:
+        x = self.final_norm(x)
     return (x, all_weights) if return_weights else x
+
+
+def _encoder_bug(**options):
+    return replaced(Encoder, "forward", functools.partialmethod(_encoder, **options))
 
 
 ENCODER = {
@@ -193,8 +225,12 @@ ENCODER = {
     "pre_norm_when_post_norm_asked": lambda: _encoder_layer_bug(placement="pre"),
     "missing_attention_residual": lambda: _encoder_layer_bug(attention_residual=False),
     "missing_feed_forward_residual": lambda: _encoder_layer_bug(feed_forward_residual=False),
-    "missing_final_norm": lambda: replaced(Encoder, "forward", _encoder_without_final_norm),
+    "missing_final_norm": lambda: _encoder_bug(final_norm=False),
     "dropout_active_in_eval": lambda: _encoder_layer_bug(dropout_in_eval=True),
+    "stack_dropout_in_eval": lambda: _encoder_bug(dropout_in_eval=True),
+    "mask_not_passed_to_attention": lambda: _encoder_layer_bug(mask_to_attention=False),
+    "mask_not_passed_down_the_stack": lambda: _encoder_bug(mask_to="first_layer"),
+    "attention_cut_from_graph": lambda: _encoder_layer_bug(attention_detached=True),
 }
 
 
@@ -224,7 +260,10 @@ def _loss_bug(**options):
 
 
 def _train_step(model, ids, masker, rng, optimizer, scheduler, clip_norm, *, clip="before_step",
-                schedule="after_step", zero_grad=True, optimizer_step=True):
+                schedule="after_step", zero_grad=True, optimizer_step=True, zero_grad_first=False):
+    if zero_grad_first:                          # a correct variant: clear the gradients at the start instead
+        optimizer.zero_grad(set_to_none=True)
+        zero_grad = False
     with torch.no_grad():
         masked = masker(ids, rng)
     logits = model(masked.inputs)
@@ -304,5 +343,37 @@ NOAM = {
     "scaled_by_optimizer_lr": lambda: _noam_scheduler_bug(times_base_lr=True),
 }
 
+
+# Bugs that give the reference outputs on every frozen snapshot input and show only in a property on
+# fresh inputs (eval mode, padding through a live layer, return_weights, gradients): make_snapshots
+# stores no outputs for them and does not require them to change one.
+PROPERTY_ONLY = {
+    "attention": {"dropout_in_eval", "weights_returned_before_masking", "projection_cut_from_graph"},
+    "encoder": {"stack_dropout_in_eval", "mask_not_passed_to_attention", "mask_not_passed_down_the_stack",
+                "attention_cut_from_graph"},
+}
+
+# Correct variants a check must accept (each its own context manager, like a bug). Google's BERT
+# selects a fixed count per sequence, round(0.15 * n_maskable): accepted under the default selection
+# rule ("either"); only check_masking(selection="independent") fails it, naming fixed_count_per_row.
+def _guarded_mean_cross_entropy(logits, labels):
+    """A correct variant: torch's mean cross-entropy, with the empty selection handled before it."""
+    count = (labels != IGNORE_INDEX).sum()
+    if int(count) == 0:
+        return torch.zeros((), dtype=logits.dtype), count
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX), count
+
+
+@contextlib.contextmanager
+def _loss_variant(loss):
+    with replaced(step_module, "masked_cross_entropy", loss), replaced(adapters, "masked_cross_entropy", loss):
+        yield
+
+
+VARIANTS = {
+    "masking": {"fixed_count_per_row": lambda: _masker_bug(count="fixed")},
+    "step": {"zero_grad_at_the_start": lambda: _train_step_bug(zero_grad_first=True),
+             "guarded_mean_cross_entropy": lambda: _loss_variant(_guarded_mean_cross_entropy)},
+}
 
 MUTANTS = {"masking": MASKING, "attention": ATTENTION, "encoder": ENCODER, "step": STEP, "noam": NOAM}

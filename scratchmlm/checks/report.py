@@ -4,6 +4,12 @@ An ``Item`` is one graded comparison. When it fails it says where and by how muc
 mismatching index, max error, expected vs got there) and, when a known bug reproduces the wrong
 output exactly, names that bug in words. A ``Report`` is one part's items; it renders as text
 (terminal), HTML (notebooks) and JSON (autograders).
+
+Points: a part's points are split over its items by their ``weight`` (1 each unless a check says
+otherwise), and a part scores the points of the items that pass (partial credit). With
+``all_or_nothing`` a part scores all its points when every item passes, else none. A part still a
+stub (``not_implemented``) scores 0 either way. ``Report.score`` is rounded to 2 decimals; with
+every item passing it is exactly ``points``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import torch
+
+from .guard import RAISED, YOUR_LINE, Failed
 
 
 class NotImplementedYet(Exception):
@@ -26,6 +34,7 @@ class Item:
     detail: str = ""             # where it went wrong: shape, first mismatch, max error, expected vs got
     cause: str = ""              # the likely bug, in words
     tolerance: str = ""          # the tolerance used, and why
+    weight: float = 1.0          # its share of the part's points, relative to the other items'
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,24 +47,42 @@ class Report:
     points: int                  # what the part is worth
     items: list[Item] = field(default_factory=list)
     not_implemented: str = ""    # the NotImplementedError message, when the code is still a stub
+    all_or_nothing: bool = False  # True: all the points when every item passes, else none
 
     @property
     def passed(self) -> bool:
         return not self.not_implemented and bool(self.items) and all(item.passed for item in self.items)
 
+    def item_points(self, item: Item) -> float:
+        """What ``item`` is worth: the part's points times its share of the items' weights."""
+        total = sum(i.weight for i in self.items)
+        return round(self.points * item.weight / total, 2) if total > 0 else 0.0
+
     @property
-    def score(self) -> int:
-        """All of the part's points when every item passes, else none: a part half right is wrong."""
-        return self.points if self.passed else 0
+    def score(self) -> float:
+        """The points of the items that pass (partial credit), or with ``all_or_nothing`` all of the
+        part's points when every item passes, else 0. Exactly ``points`` when everything passes."""
+        if self.passed:
+            return self.points
+        if self.not_implemented or self.all_or_nothing or not self.items:
+            return 0
+        total = sum(item.weight for item in self.items)
+        return round(self.points * sum(item.weight for item in self.items if item.passed) / total, 2)
 
     def add(self, item: Item) -> Item:
         self.items.append(item)
         return item
 
     def to_dict(self) -> dict:
+        items = []
+        for item in self.items:
+            worth = self.item_points(item)
+            items.append({**item.to_dict(), "points": worth,
+                          "score": worth if item.passed and not self.all_or_nothing else
+                          (worth if self.passed else 0)})
         return {"part": self.part, "title": self.title, "passed": self.passed, "score": self.score,
-                "points": self.points, "not_implemented": self.not_implemented or None,
-                "items": [item.to_dict() for item in self.items]}
+                "points": self.points, "all_or_nothing": self.all_or_nothing,
+                "not_implemented": self.not_implemented or None, "items": items}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
@@ -66,7 +93,7 @@ class Report:
         if self.not_implemented:
             lines.append(f"  not implemented yet: {self.not_implemented}")
         for item in self.items:
-            lines.append(f"  {'✓' if item.passed else '✗'} {item.name}")
+            lines.append(f"  {'✓' if item.passed else '✗'} {item.name} [{self.item_points(item):g}]")
             if not item.passed:
                 lines += [f"      {line}" for line in item.detail.splitlines() if line]
                 if item.cause:
@@ -119,10 +146,15 @@ def compare(name: str, got, expected: torch.Tensor, atol: float, rtol: float, re
     same input)``; when ``got`` is wrong and equals one of them, the item names that cause.
     """
     tolerance = f"atol {atol:g}, rtol {rtol:g}: {reason}"
+    if isinstance(got, Failed):
+        return Item(name, False, got.reason + (f"\n{YOUR_LINE}{got.where}" if got.where else ""), RAISED, tolerance)
     if not isinstance(got, torch.Tensor):
-        return Item(name, False, f"expected a tensor, got {type(got).__name__}", tolerance=tolerance)
+        return Item(name, False, f"expected a tensor, got {type(got).__name__}",
+                    f"your code returned a {type(got).__name__} where a tensor of shape {list(expected.shape)} "
+                    f"belongs (check the return statement, and return_weights' tuple)", tolerance)
     if tuple(got.shape) != tuple(expected.shape):
-        cause = ""
+        cause = (f"the shape is wrong: expected {list(expected.shape)}, got {list(got.shape)}; follow the shapes "
+                 f"in the docstring step by step (view/reshape/transpose)")
         for bug, (words, output) in (mutants or {}).items():
             if tuple(output.shape) == tuple(got.shape):
                 cause = words
@@ -144,3 +176,14 @@ def likely_cause(got: torch.Tensor, mutants: dict[str, tuple[str, torch.Tensor]]
                 got64, output.double(), rtol=rtol, atol=atol, equal_nan=True):
             return words
     return "no known bug reproduces this output; compare your code with the formula in the docstring"
+
+
+def name_one_bug(report: Report, causes: dict[str, str]) -> None:
+    """When the frozen snapshots name exactly one catalogued bug, it is the likely cause of every
+    failed item of the part (a bug that reproduces the snapshot outputs exactly explains the rest)."""
+    named = {item.cause for item in report.items if not item.passed and item.cause in causes.values()}
+    if len(named) == 1:
+        cause, = named
+        for item in report.items:
+            if not item.passed and item.cause != RAISED:
+                item.cause = cause

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from ..masking import IGNORE_INDEX, MaskedBatch
 from . import adapters
+from .guard import Failed, call, grading
+from .properties import generator
 from .report import Item, Report, compare
 from .snapshots import bugs_of, load_snapshot
 
@@ -71,12 +73,35 @@ CAUSES = {
                                 "was cut from the model's graph (.item(), .detach())",
 }
 # Words for failures no known bug reproduces, where the item itself says what must hold.
-GRADIENTS_LEFT = ("gradients were left in p.grad after the step: clear them at the end of the step "
-                  "(optimizer.zero_grad(), step 8 of the docstring), so no other code sees stale gradients")
 NOT_LEARNING = ("the step does not learn one fixed batch: check that loss.backward(), clipping and "
                 "optimizer.step() act on the model's parameters in this order")
 
 NUM_STEPS = 3
+PLANNED_ITEMS = 18           # 16 snapshot values, the fresh loss, the overfit
+# Where to look, per value, when no catalogued bug explains a wrong one.
+HINTS = {
+    "loss/loss": "the loss is the mean over the selected positions (label != -100) of -log softmax(logits) at "
+                 "the label: F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)",
+    "loss/count": "the count is the number of positions whose label is not -100",
+    "loss/grad_unselected": "an unselected position must not enter the loss at all",
+    "loss/grad_selected": "the gradient follows from the loss: check the loss's formula and that it stays in "
+                          "autograd's graph",
+    "nothing_selected/loss": "with no position selected return a loss of 0 (e.g. sum / max(count, 1)), not NaN",
+    "nothing_selected/count": "with no position selected the count is 0",
+    "step/parameters_after_1": "the order of the eight lines of train_step: mask, forward, loss, backward, "
+                               "clip, optimizer.step(), scheduler.step(), zero_grad",
+    f"step/parameters_after_{NUM_STEPS}": "the order of the eight lines of train_step: mask, forward, loss, "
+                                          "backward, clip, optimizer.step(), scheduler.step(), zero_grad",
+    "step/used_lr": "scheduler.step() once per step, after optimizer.step()",
+    "step/seen_grad_norm": "clip_grad_norm_(model.parameters(), clip_norm) between loss.backward() and "
+                           "optimizer.step()",
+    "step/schedule_position": "scheduler.step() exactly once per train_step call",
+    "step/result/loss": "return the step's loss (the value before the update), detached",
+    "step/result/grad_norm": "return the norm clip_grad_norm_ returns (before clipping)",
+    "step/result/lr": "return the learning rate optimizer.step() used (read before scheduler.step())",
+    "step/result/num_scored": "return the count masked_cross_entropy gives",
+    "step/result/num_correct": "count the selected positions whose argmax equals the label",
+}
 
 
 class StandInModel(torch.nn.Module):
@@ -144,10 +169,17 @@ def _left_in_grad(model: torch.nn.Module) -> float:
     return sum(float((p.grad.detach().double() ** 2).sum()) for p in model.parameters() if p.grad is not None)
 
 
-def _as_float64(value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach().double().cpu().reshape(())
-    return torch.tensor(float(value), dtype=torch.float64)       # not as_tensor: a Python float would become float32
+def _as_float64(value):
+    """A number as a float64 scalar tensor; a ``Failed`` (or something that is not a number) as a ``Failed``."""
+    if isinstance(value, Failed):
+        return value
+    try:
+        if isinstance(value, torch.Tensor):
+            return value.detach().double().cpu().reshape(())
+        return torch.tensor(float(value), dtype=torch.float64)   # not as_tensor: a Python float would become float32
+    except (TypeError, ValueError, RuntimeError):
+        return Failed(f"expected a number (a Python number or a one-element tensor), got {type(value).__name__}"
+                      + (f" of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else ""))
 
 
 def masked_loss(model: torch.nn.Module, masked: MaskedBatch) -> float:
@@ -183,7 +215,14 @@ def _run_cases(snapshot, run_masked_cross_entropy, run_train_step) -> dict[str, 
     for case in ("loss", "nothing_selected"):
         logits = snapshot[f"{case}/logits"].clone().requires_grad_(True)
         labels = snapshot[f"{case}/labels"].long()
-        loss, count = run_masked_cross_entropy(logits, labels.clone())
+        result = call(run_masked_cross_entropy, logits, labels.clone())
+        if isinstance(result, Failed) or not (isinstance(result, tuple) and len(result) == 2):
+            failed = result if isinstance(result, Failed) else Failed(
+                f"masked_cross_entropy must return (loss, count), got {type(result).__name__}")
+            for key in ("loss", "count", "grad_selected", "grad_unselected"):
+                outputs[f"{case}/{key}"] = failed
+            continue
+        loss, count = result
         outputs[f"{case}/loss"] = _as_float64(loss)
         outputs[f"{case}/count"] = _as_float64(count)
         if case == "nothing_selected":
@@ -209,8 +248,11 @@ def _run_cases(snapshot, run_masked_cross_entropy, run_train_step) -> dict[str, 
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
         for step in range(1, NUM_STEPS + 1):
             calls = len(optimizer.used_lrs)
-            results.append(run_train_step(model, ids.clone(), masker, torch.Generator().manual_seed(step),
-                                          optimizer, scheduler, clip_norm))
+            result = call(run_train_step, model, ids.clone(), masker, torch.Generator().manual_seed(step),
+                          optimizer, scheduler, clip_norm)
+            if isinstance(result, Failed):
+                return {**outputs, **_all_failed(result)}
+            results.append(result)
             called = len(optimizer.used_lrs) > calls            # NaN when this step never called optimizer.step()
             used_lr.append(optimizer.used_lrs[-1] if called else float("nan"))
             seen_grad_norm.append(optimizer.seen_grad_norms[-1] if called else float("nan"))
@@ -220,12 +262,26 @@ def _run_cases(snapshot, run_masked_cross_entropy, run_train_step) -> dict[str, 
                 outputs["step/parameters_after_1"] = _flat_parameters(model)
     outputs[f"step/parameters_after_{NUM_STEPS}"] = _flat_parameters(model)
     for field in ("loss", "grad_norm", "lr", "num_scored", "num_correct"):
-        outputs[f"step/result/{field}"] = torch.stack([_as_float64(getattr(r, field)) for r in results])
+        values = [_as_float64(getattr(r, field, Failed(f"train_step must return a StepResult with .{field}, got "
+                                                        f"{type(r).__name__}"))) for r in results]
+        failed = [v for v in values if isinstance(v, Failed)]
+        outputs[f"step/result/{field}"] = failed[0] if failed else torch.stack(values)
     outputs["step/used_lr"] = torch.tensor(used_lr, dtype=torch.float64)
     outputs["step/seen_grad_norm"] = torch.tensor(seen_grad_norm, dtype=torch.float64)
+    # Recorded in the snapshot but not graded: clearing the gradients at the start of a step is as
+    # correct as at the end (a step that never clears them fails the parameters after 3 steps).
     outputs["step/left_in_grad"] = torch.tensor(left, dtype=torch.float64)
     outputs["step/schedule_position"] = torch.tensor(position, dtype=torch.float64)
     return outputs
+
+
+STEP_KEYS = ("step/parameters_after_1", f"step/parameters_after_{NUM_STEPS}", "step/used_lr", "step/seen_grad_norm",
+             "step/left_in_grad", "step/schedule_position", "step/result/loss", "step/result/grad_norm",
+             "step/result/lr", "step/result/num_scored", "step/result/num_correct")
+
+
+def _all_failed(failed: Failed) -> dict:
+    return {key: failed for key in STEP_KEYS}
 
 
 def overfit(snapshot: dict[str, torch.Tensor], run_train_step) -> tuple[float, float, bool]:
@@ -241,8 +297,10 @@ def overfit(snapshot: dict[str, torch.Tensor], run_train_step) -> tuple[float, f
     with one_thread(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
         for step in range(OVERFIT_STEPS):
-            run_train_step(model, ids.clone(), masker, torch.Generator().manual_seed(step), optimizer,
-                           scheduler, OVERFIT_CLIP)
+            result = call(run_train_step, model, ids.clone(), masker, torch.Generator().manual_seed(step),
+                          optimizer, scheduler, OVERFIT_CLIP)
+            if isinstance(result, Failed):
+                return before, result, not torch.equal(start, _flat_parameters(model))
     return before, masked_loss(model, batch), not torch.equal(start, _flat_parameters(model))
 
 
@@ -272,7 +330,6 @@ def _items(snapshot: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[floa
          NORM_TOL),
         ("step/schedule_position", f"train_step: scheduler.step() is called once per step (steps 1..{NUM_STEPS})",
          COUNT_TOL),
-        ("step/left_in_grad", f"train_step: the gradients are cleared after each step (p.grad None or 0)", ZERO_TOL),
         ("step/result/loss", f"train_step returns: the loss of each step", LOSS_TOL),
         ("step/result/grad_norm", f"train_step returns: the gradient norm before clipping", NORM_TOL),
         ("step/result/lr", f"train_step returns: the learning rate each step used", LR_TOL),
@@ -282,19 +339,27 @@ def _items(snapshot: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[floa
     ]
 
 
-def _close(got: torch.Tensor, expected: torch.Tensor, tolerance) -> bool:
+def _close(got, expected: torch.Tensor, tolerance) -> bool:
     atol, rtol, _ = tolerance
-    return tuple(got.shape) == tuple(expected.shape) and torch.allclose(got.double(), expected.double(),
+    return isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(expected.shape) and torch.allclose(got.double(), expected.double(),
                                                                         rtol=rtol, atol=atol, equal_nan=True)
 
 
-def check_step(run_masked_cross_entropy=None, run_train_step=None) -> Report:
+def check_step(run_masked_cross_entropy=None, run_train_step=None, seed: int | None = None) -> Report:
     """``run_masked_cross_entropy`` and ``run_train_step`` (default: ``adapters.run_masked_cross_entropy``
     and ``adapters.run_train_step``) reach your loss and step; pass your own functions with the same
-    signatures to check an implementation that lives elsewhere (a notebook)."""
+    signatures to check an implementation that lives elsewhere (a notebook). ``seed`` draws the fresh
+    logits of the property item (default: a fixed seed, so the report is the same on every run)."""
     run_masked_cross_entropy = run_masked_cross_entropy or adapters.run_masked_cross_entropy
     run_train_step = run_train_step or adapters.run_train_step
     report = Report(PART, TITLE, POINTS)
+    with grading(report, PLANNED_ITEMS), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        _check(report, run_masked_cross_entropy, run_train_step, seed)
+    return report
+
+
+def _check(report: Report, run_masked_cross_entropy, run_train_step, seed) -> None:
     snapshot = load_snapshot(PART)
     got = run_cases(snapshot, run_masked_cross_entropy, run_train_step)
     items = _items(snapshot)
@@ -315,25 +380,76 @@ def check_step(run_masked_cross_entropy=None, run_train_step=None) -> Report:
 
     # Parameters that never moved explain every wrong number of the step, however they were kept still.
     start = _flat_parameters(stand_in_model(snapshot))
-    frozen = torch.equal(got[f"step/parameters_after_{NUM_STEPS}"], start)
+    after = got[f"step/parameters_after_{NUM_STEPS}"]
+    frozen = isinstance(after, torch.Tensor) and after.shape == start.shape and torch.equal(after, start)
     for key, name, (atol, rtol, reason) in items:
         found = {bug: output for bug, output in bugs_of(snapshot, key, CAUSES).items() if bug in suspects}
         item = report.add(compare(name, got[key], snapshot[f"expected/{key}"], atol, rtol, reason, found))
-        if not item.passed and item.cause not in CAUSES.values():
+        if not item.passed and item.cause not in CAUSES.values() and not isinstance(got[key], Failed):
             if frozen and key.startswith("step/"):
                 item.cause = CAUSES["cannot_overfit_one_batch"]
-            elif key == "step/left_in_grad":
-                item.cause = GRADIENTS_LEFT
+            elif item.cause.startswith("no known bug"):
+                where = "masked_cross_entropy" if key.startswith(("loss/", "nothing_selected/")) else "train_step"
+                item.cause = f"not a catalogued bug: this value of {where} is wrong; " + HINTS[key]
+
+    report.add(_fresh_loss_item(run_masked_cross_entropy, seed, report))
 
     before, after, moved = overfit(snapshot, run_train_step)
-    item = Item(f"train_step overfits one fixed batch: the masked loss falls below {OVERFIT_THRESHOLD:g} in "
-                f"{OVERFIT_STEPS} steps (Adam, lr {OVERFIT_LR:g}, clip_norm {OVERFIT_CLIP:g})",
-                after < OVERFIT_THRESHOLD,
-                tolerance=f"below {OVERFIT_THRESHOLD:g}: the reference goes from {before:.2g} to < 1e-6 "
-                          f"(the loss is measured here, not taken from your step)")
+    name = (f"train_step overfits one fixed batch: the masked loss falls below {OVERFIT_THRESHOLD:g} in "
+            f"{OVERFIT_STEPS} steps (Adam, lr {OVERFIT_LR:g}, clip_norm {OVERFIT_CLIP:g})")
+    tolerance = (f"below {OVERFIT_THRESHOLD:g}: the reference goes from {before:.2g} to < 1e-6 "
+                 f"(the loss is measured here, not taken from your step)")
+    if isinstance(after, Failed):
+        report.add(compare(name, after, torch.zeros(()), 0, 0, tolerance))
+        return
+    item = Item(name, after < OVERFIT_THRESHOLD, tolerance=tolerance)
     if not item.passed:
         item.detail = f"masked loss {before:.4g} before, {after:.4g} after {OVERFIT_STEPS} steps"
         named = [i.cause for i in report.items if not i.passed and i.cause in CAUSES.values()]
         item.cause = named[0] if named else NOT_LEARNING if moved else CAUSES["cannot_overfit_one_batch"]
     report.add(item)
-    return report
+
+
+def _fresh_loss_item(run_masked_cross_entropy, seed, report: Report) -> Item:
+    """masked_cross_entropy on fresh random logits of another shape and vocabulary: the loss is the mean
+    of -log softmax over the selected positions, the count is theirs, and the gradient is 0 elsewhere."""
+    rng = generator(seed)
+    batch, seq, vocab = 4, 9, int(torch.randint(12, 40, (1,), generator=rng))
+    logits = (torch.randn(batch, seq, vocab, generator=rng, dtype=torch.float64) * 2).requires_grad_(True)
+    labels = torch.randint(0, vocab, (batch, seq), generator=rng)
+    selected = torch.rand(batch, seq, generator=rng) < 0.3
+    selected[0, 0], selected[-1, -1] = True, False
+    labels = labels.masked_fill(~selected, IGNORE_INDEX)
+    name = (f"masked_cross_entropy on fresh logits [{batch}, {seq}, {vocab}] with {int(selected.sum())} positions "
+            f"selected: the mean of -log softmax at the selected labels, their count, gradient 0 elsewhere")
+    tolerance = f"atol {LOSS_TOL[0]:g}, rtol {LOSS_TOL[1]:g}: {LOSS_TOL[2]}"
+    result = call(run_masked_cross_entropy, logits, labels.clone())
+    if isinstance(result, Failed):
+        return compare(name, result, torch.zeros(()), 0, 0, tolerance)
+    problem = ""
+    if not (isinstance(result, tuple) and len(result) == 2):
+        problem = f"masked_cross_entropy must return (loss, count), got {type(result).__name__}"
+    else:
+        loss, count = result
+        want = F.cross_entropy(logits.detach().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        got_loss, got_count = _as_float64(loss), _as_float64(count)
+        if isinstance(got_loss, Failed) or isinstance(got_count, Failed):
+            problem = str(got_loss if isinstance(got_loss, Failed) else got_count)
+        elif not _close(got_loss, want, LOSS_TOL):
+            problem = f"the loss: expected {float(want):.6g}, got {float(got_loss):.6g}"
+        elif int(got_count) != int(selected.sum()):
+            problem = f"the count: expected {int(selected.sum())}, got {float(got_count):g}"
+        elif isinstance(loss, torch.Tensor) and loss.requires_grad:
+            grad, = torch.autograd.grad(loss, logits)
+            leaked = grad[~selected].abs().amax(-1) > 0
+            if bool(leaked.any()):
+                at = [int(i) for i in leaked.nonzero()[0]]
+                problem = (f"dL/dlogits is not 0 at {int(leaked.sum())} unselected positions; first at {at}")
+        else:
+            problem = "the loss does not carry a gradient (cut from the graph: .item(), .detach(), torch.tensor(...))"
+    if not problem:
+        return Item(name, True, tolerance=tolerance)
+    named = [i.cause for i in report.items if not i.passed and i.cause in CAUSES.values()]
+    return Item(name, False, problem, named[0] if named else
+                "not a catalogued bug: masked_cross_entropy gives a wrong value on these logits; " + HINTS["loss/loss"],
+                tolerance)

@@ -47,6 +47,10 @@ class MultiHeadAttention(nn.Module):
         ``return_weights``.
         """
         # BEGIN SOLUTION attention
+        # HINT: self.qkv(x) is [batch, seq, 3 * d_model] = q, k, v side by side, each split into num_heads
+        # HINT: blocks of d_k; bring each to [batch, heads, seq, d_k] with view and permute/transpose
+        # HINT: scores [batch, heads, seq, seq]; padding keys get the dtype's lowest value *before* the softmax
+        # HINT: softmax over the keys (the last dim); self.dropout on the weights; self.fused may stay False
         batch, seq, d_model = x.shape
         # [batch, seq, 3, heads, d_k] -> 3 x [batch, heads, seq, d_k]
         q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.d_k).permute(2, 0, 3, 1, 4)

@@ -18,7 +18,8 @@ from .generator import Generator
 class TransformerMLM(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = 128, num_heads: int = 8, num_layers: int = 6,
                  d_ff: int = 256, max_len: int = 32, dropout: float = 0.1, norm_first: bool = True,
-                 activation: str = "gelu", positional: str = "sinusoidal", init_std: float = 0.02):
+                 activation: str = "gelu", positional: str = "sinusoidal", init_std: float = 0.02,
+                 layer_norm_eps: float = 1e-5):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("num_heads", num_heads),
                             ("num_layers", num_layers), ("d_ff", d_ff), ("max_len", max_len)):
@@ -31,7 +32,7 @@ class TransformerMLM(nn.Module):
         self.vocab_size = vocab_size
         self.max_len = max_len
         self.embeddings = Embeddings(vocab_size, d_model, max_len, positional, dropout)
-        self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout, norm_first, activation)
+        self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout, norm_first, activation, layer_norm_eps)
         self.generator = Generator(d_model, vocab_size)
         for module in self.modules():
             if isinstance(module, nn.Linear):
