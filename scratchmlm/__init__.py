@@ -8,6 +8,7 @@ own handler. ``scratchmlm.Trainer`` (or ``from scratchmlm import Trainer``) impo
 first use.
 """
 
+import pkgutil
 import sys
 import types
 from importlib import import_module
@@ -36,11 +37,14 @@ __all__ = list(_PUBLIC)
 
 
 def __getattr__(name: str):
-    """``scratchmlm.<name>``: import the module that defines a public name, the first time it is used."""
+    """``scratchmlm.<name>``: import the module that defines a public name (or the submodule of that
+    name), the first time it is used."""
     if name in _PUBLIC:
         value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value      # later lookups skip this function
         return value
+    if name in {module.name for module in pkgutil.iter_modules(__path__)}:
+        return import_module(f".{name}", __name__)      # a submodule, e.g. scratchmlm.model, on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
