@@ -59,6 +59,7 @@ from . import noam as noam_check
 from . import step as step_check
 from .report import Item, Report
 from .properties import NO_MODULE
+from .step import one_thread
 
 CHECK_MODULES = {"masking": masking_check, "attention": attention_check, "encoder": encoder_check,
                  "step": step_check, "noam": noam_check}
@@ -584,12 +585,3 @@ def replay(part: str, calls: list[dict], folder: Path, inputs, property_seed: in
     except Exception as error:                           # noqa: BLE001 - a grade is never lost to a crash
         return failed_report(part, f"your code's answers stopped the check: {one_line(error)}")
 
-
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
