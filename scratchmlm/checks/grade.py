@@ -584,4 +584,3 @@ def replay(part: str, calls: list[dict], folder: Path, inputs, property_seed: in
         return failed_report(part, f"your code raised {error}")
     except Exception as error:                           # noqa: BLE001 - a grade is never lost to a crash
         return failed_report(part, f"your code's answers stopped the check: {one_line(error)}")
-
