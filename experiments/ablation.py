@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
-from scratchmlm.trainer import Trainer
+from scratchmlm.harness.config import ModelConfig, RunConfig, TrainConfig
+from scratchmlm.harness.trainer import Trainer
 
 VARIANTS = {
     "seed": {},

@@ -46,9 +46,9 @@ sys.path.insert(0, str(HERE))
 
 from scratchmlm import Dropout, NoamScheduler, TransformerMLM, load_text  # noqa: E402
 from scratchmlm.batches import random_windows  # noqa: E402
-from scratchmlm.build import RunData, make_optimizer  # noqa: E402
-from scratchmlm.config import TrainConfig  # noqa: E402
-from scratchmlm.precision import prepare_for_training  # noqa: E402
+from scratchmlm.harness.build import RunData, make_optimizer  # noqa: E402
+from scratchmlm.harness.config import TrainConfig  # noqa: E402
+from scratchmlm.harness.precision import prepare_for_training  # noqa: E402
 from scratchmlm.step import train_step  # noqa: E402
 
 SEED = dict(d_model=128, num_heads=8, num_layers=6, d_ff=256, seq_len=32, batch_size=64, vocab_size=68)

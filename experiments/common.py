@@ -29,11 +29,11 @@ import torch
 from tqdm.auto import tqdm
 
 import scratchmlm
-from scratchmlm.build import RunData
-from scratchmlm.config import RunConfig, TrainConfig, preset
+from scratchmlm.harness.build import RunData
+from scratchmlm.harness.config import RunConfig, TrainConfig, preset
 from scratchmlm.evaluate import evaluate
-from scratchmlm.run_dir import load_run
-from scratchmlm.trainer import Trainer
+from scratchmlm.harness.run_dir import load_run
+from scratchmlm.harness.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -4,7 +4,7 @@ Four models in one process on one machine:
 
     scratchmlm BERT      ``--preset bert``: ``BertMLM``, written out in scratchmlm's own modules
     transformers BERT    ``transformers.BertForMaskedLM`` of the same configuration, starting from the
-                         very same weights (``scratchmlm.hf.to_transformers``)
+                         very same weights (``scratchmlm.harness.hf.to_transformers``)
     seed                 the seed ``TransformerMLM`` (the defaults)
     fast                 ``--preset fast`` (the seed model, dropout 0, warm-up 500)
 
@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from scratchmlm.batches import random_windows
-from scratchmlm.build import RunData, build_model, derive_seeds, make_optimizer, resolve_device
-from scratchmlm.config import RunConfig, TrainConfig, preset
+from scratchmlm.harness.build import RunData, build_model, derive_seeds, make_optimizer, resolve_device
+from scratchmlm.harness.config import RunConfig, TrainConfig, preset
 from scratchmlm.evaluate import evaluate
-from scratchmlm.hf import to_transformers
+from scratchmlm.harness.hf import to_transformers
 from scratchmlm.noam import NoamScheduler
 from scratchmlm.step import train_step
 

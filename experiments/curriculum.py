@@ -13,8 +13,8 @@ from pathlib import Path
 
 from common import Variant, parse_arguments, run_experiment
 
-from scratchmlm.config import RunConfig
-from scratchmlm.trainer import Trainer
+from scratchmlm.harness.config import RunConfig
+from scratchmlm.harness.trainer import Trainer
 
 
 def short_then_long(config: RunConfig, run_dir: Path) -> None:

@@ -31,12 +31,12 @@ from common import parse_arguments, seed_validation_set
 from make_domain_text import generate
 from tqdm.auto import tqdm
 
-from scratchmlm.build import RunData
-from scratchmlm.config import preset
+from scratchmlm.harness.build import RunData
+from scratchmlm.harness.config import preset
 from scratchmlm.evaluate import evaluate, pseudo_perplexity
-from scratchmlm.notebook import demo_run_dir
-from scratchmlm.run_dir import load_run
-from scratchmlm.trainer import Trainer
+from scratchmlm.classroom.notebook import demo_run_dir
+from scratchmlm.harness.run_dir import load_run
+from scratchmlm.harness.trainer import Trainer
 
 
 def scores(model, tokenizer, train_config) -> dict:

@@ -31,9 +31,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from scratchmlm import load_text  # noqa: E402
-from scratchmlm.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from scratchmlm.run_dir import read_metrics  # noqa: E402
-from scratchmlm.trainer import Trainer  # noqa: E402
+from scratchmlm.harness.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from scratchmlm.harness.run_dir import read_metrics  # noqa: E402
+from scratchmlm.harness.trainer import Trainer  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from bench import training_flops_per_token  # noqa: E402
@@ -129,7 +129,7 @@ def compile_modes(args, text: str) -> list[dict]:
     """bf16 + torch.compile with each of torch.compile's modes (and SDPA's flash kernel) at each batch."""
     import functools
 
-    import scratchmlm.precision as precision
+    import scratchmlm.harness.precision as precision
 
     flops = training_flops_per_token(d_model=128, d_ff=256, num_layers=6, seq_len=32, vocab_size=68)
     peak = matmul_peak_tflops(torch.bfloat16)

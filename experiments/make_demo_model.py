@@ -25,10 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scratchmlm.checkpoint import load_checkpoint, save_checkpoint
-from scratchmlm.config import RunConfig
-from scratchmlm.notebook import DEMO_RUN
-from scratchmlm.run_dir import CHECKPOINT_KEYS, read_metrics
+from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
+from scratchmlm.harness.config import RunConfig
+from scratchmlm.classroom.notebook import DEMO_RUN
+from scratchmlm.harness.run_dir import CHECKPOINT_KEYS, read_metrics
 
 TRAIN_COMMAND = ["scratchmlm", "train", "--steps", "2500", "--warmup", "500", "--color", "never"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from scratchmlm.run_dir import read_metrics  # noqa: E402
+from scratchmlm.harness.run_dir import read_metrics  # noqa: E402
 
 RESULTS = HERE / "results" / "precision_cpu"
 PRECISIONS = ("fp32", "bf16")

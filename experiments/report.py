@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from scratchmlm.run_dir import read_metrics
+from scratchmlm.harness.run_dir import read_metrics
 
 
 def main() -> None:

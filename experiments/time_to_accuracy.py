@@ -28,9 +28,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import scratchmlm  # noqa: E402
-from scratchmlm.cli import _run_config, build_parser  # noqa: E402
-from scratchmlm.run_dir import read_metrics  # noqa: E402
-from scratchmlm.trainer import Trainer  # noqa: E402
+from scratchmlm.harness.cli import _run_config, build_parser  # noqa: E402
+from scratchmlm.harness.run_dir import read_metrics  # noqa: E402
+from scratchmlm.harness.trainer import Trainer  # noqa: E402
 
 
 def processor_name() -> str:

@@ -1,6 +1,17 @@
 """scratchmlm: a from-scratch, pure-PyTorch BERT-style masked language model to learn from.
 
-Data flows one way: corpus -> tokenizer -> batches -> masker -> model -> loss -> training step.
+Two layers, visible in the folders:
+
+- **The teaching core** (this folder): ``corpus`` -> ``tokenizer`` / ``subword_tokenizer`` ->
+  ``batches`` (random windows; the frozen validation set, masked once) -> ``masking`` -> ``model/``
+  -> ``step`` (the masked loss and one training step, with ``noam``'s schedule) -> ``loop`` (the
+  training loop) -> ``evaluate`` and ``sample``. It imports nothing from the folders below.
+- **The harness** (``harness/``): configuration, the ``Trainer`` (the same loop with a run directory,
+  checkpoints, several processes and signals around it), export, plots and the command line.
+- **The classroom tools** (``classroom/``): graded checks, student copies, the tutorials' helpers.
+  They import the core, never the harness.
+
+``tests/test_layers.py`` reads every import and fails on a cycle or an import that climbs a layer.
 
 The public names below are loaded lazily (PEP 562): ``import scratchmlm`` alone imports no torch,
 so ``scratchmlm --version`` answers at once and Ctrl-C during start-up reaches the command line's
@@ -26,11 +37,11 @@ _PUBLIC = {
     "BertMLM": "model", "Dropout": "model", "Embeddings": "model", "MultiHeadAttention": "model", "FeedForward": "model",
     "EncoderLayer": "model", "Encoder": "model", "Generator": "model", "TransformerMLM": "model",
     "noam_lr": "noam", "NoamScheduler": "noam",
-    "masked_cross_entropy": "step", "train_step": "step", "StepResult": "step", "Trainer": "trainer",
+    "masked_cross_entropy": "step", "train_step": "step", "StepResult": "step", "Trainer": "harness.trainer",
     "evaluate": "evaluate", "EvalResult": "evaluate", "eval_mode": "evaluate",
-    "fill_mask": "sample", "fill_prompts": "sample", "load_run": "run_dir",
-    "export_run": "export", "load_pretrained": "export",
-    "ModelConfig": "config", "TrainConfig": "config", "RunConfig": "config",
+    "fill_mask": "sample", "fill_prompts": "sample", "load_run": "harness.run_dir",
+    "export_run": "harness.run_dir", "load_pretrained": "harness.export",
+    "ModelConfig": "harness.config", "TrainConfig": "harness.config", "RunConfig": "harness.config",
 }
 
 __all__ = list(_PUBLIC)

@@ -10,7 +10,7 @@ import sys
 
 def run() -> int:
     try:
-        from .cli import main
+        from .harness.cli import main
     except KeyboardInterrupt:
         print("scratchmlm: interrupted", file=sys.stderr)
         return 130

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from .errors import ScratchMLMError
-from .files import regular_file
 
 PAD, MASK, UNK = "[PAD]", "[MASK]", "[UNK]"
 SPECIAL_TOKENS = (PAD, MASK, UNK)
@@ -199,24 +198,6 @@ def write_tokenizer_file(path: str | Path, contents: str) -> None:
             raise
         raise ScratchMLMError(f"Cannot write the tokenizer to {path}: "
                               f"{error.strerror or type(error).__name__}.") from None
-
-
-def load_tokenizer(path: str | Path):
-    """The tokenizer a run stored in ``tokenizer.json``: a ``CharTokenizer`` (WordLevel model) or a
-    ``SubwordTokenizer`` (BPE or WordPiece model)."""
-    path = Path(path)
-    if path.exists() and not path.is_file():     # a FIFO would block the read below forever
-        regular_file(path, "tokenizer file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return CharTokenizer.load(path)        # which names exactly what is wrong with the file
-    model = data.get("model") if isinstance(data, dict) else None
-    if isinstance(model, dict) and model.get("type") in ("BPE", "WordPiece"):
-        from .subword_tokenizer import SubwordTokenizer
-
-        return SubwordTokenizer.from_json(path.read_text(encoding="utf-8"), path)
-    return CharTokenizer.load(path)
 
 
 # -- reading tokenizer.json ----------------------------------------------------------------------

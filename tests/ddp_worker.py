@@ -19,10 +19,10 @@ import sys
 import torch
 
 from scratchmlm.batches import random_windows
-from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
-from scratchmlm.distributed import start_world, stop_world
+from scratchmlm.harness.config import ModelConfig, RunConfig, TrainConfig
+from scratchmlm.harness.distributed import start_world, stop_world
 from scratchmlm.step import masked_cross_entropy
-from scratchmlm.trainer import Trainer
+from scratchmlm.harness.trainer import Trainer
 
 
 def main(run_dir: str) -> None:

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from scratchmlm.assignment import BEGIN, END, HINT, TASKS, blank_solutions, make_assignment
-from scratchmlm.checks import PARTS
+from scratchmlm.classroom.assignment import BEGIN, END, HINT, TASKS, blank_solutions, make_assignment
+from scratchmlm.classroom.checks import PARTS
 from scratchmlm.errors import ScratchMLMError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +63,11 @@ def test_the_student_copy_has_no_solutions_and_no_teacher_files(student_copy):
             continue                                   # the tool itself documents the markers
         lines = path.read_text().splitlines()
         assert not [line for line in lines if BEGIN.match(line) or END.match(line)], path
-    assert not (student_copy / "scratchmlm/checks/mutants.py").exists()
-    assert not (student_copy / "scratchmlm/checks/make_snapshots.py").exists()
+    assert not (student_copy / "scratchmlm/classroom/checks/mutants.py").exists()
+    assert not (student_copy / "scratchmlm/classroom/checks/make_snapshots.py").exists()
     assert not (student_copy / "tests").exists()
     assert (student_copy / "ASSIGNMENT.md").is_file()
-    assert list((student_copy / "scratchmlm/checks/reference").glob("*.npz")), "the snapshots must ship"
+    assert list((student_copy / "scratchmlm/classroom/checks/reference").glob("*.npz")), "the snapshots must ship"
     # signatures and docstrings stay: the stub of noam_lr still documents the formula
     noam = (student_copy / "scratchmlm/noam.py").read_text()
     assert "def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0)" in noam
@@ -207,7 +207,7 @@ def test_a_student_tutorial_runs_up_to_its_first_exercise(tmp_path, number):
 
 
 def test_a_wrong_exercise_answer_is_told_without_the_expected_value():
-    from scratchmlm.notebook import ExerciseError, check
+    from scratchmlm.classroom.notebook import ExerciseError, check
 
     check("Exercise 1", 0.4316, 0.4321, tolerance=0.001)
     with pytest.raises(ExerciseError) as wrong:
@@ -244,7 +244,7 @@ print("ok")
 def test_every_blanked_part_fails_with_its_own_message(student_copy):
     code = """
 import json
-from scratchmlm.checks import PARTS
+from scratchmlm.classroom.checks import PARTS
 print(json.dumps({part: check().to_dict() for part, check in PARTS.items()}))
 """
     result = run_python(code, student_copy)

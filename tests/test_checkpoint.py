@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from scratchmlm import ScratchMLMError
-from scratchmlm import checkpoint
-from scratchmlm.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, state_sha256
+from scratchmlm.harness import checkpoint
+from scratchmlm.harness.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, state_sha256
 
 
 def assert_identical(a, b):

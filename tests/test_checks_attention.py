@@ -5,16 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scratchmlm.checks import check_attention
-from scratchmlm.checks.make_snapshots import attention_snapshot, check_distinguishable
-from scratchmlm.checks.snapshots import load_snapshot
+from scratchmlm.classroom.checks import check_attention
+from scratchmlm.classroom.checks.make_snapshots import attention_snapshot, check_distinguishable
+from scratchmlm.classroom.checks.snapshots import load_snapshot
 
 pytestmark = pytest.mark.attention
 
 
 def test_the_snapshot_is_current():
     fresh, disk = attention_snapshot(), load_snapshot("attention")
-    assert set(fresh) == set(disk), "rerun python -m scratchmlm.checks.make_snapshots attention"
+    assert set(fresh) == set(disk), "rerun python -m scratchmlm.classroom.checks.make_snapshots attention"
     for name in fresh:
         assert torch.equal(fresh[name], disk[name]), f"{name} is stale: rerun make_snapshots attention"
     check_distinguishable("attention", fresh)

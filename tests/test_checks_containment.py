@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-import scratchmlm.checks
+import scratchmlm.classroom.checks
 from scratchmlm import noam
-from scratchmlm.checks import adapters, guard
-from scratchmlm.checks.mutants import MUTANTS, replaced
-from scratchmlm.cli import main
+from scratchmlm.classroom.checks import adapters, guard
+from scratchmlm.classroom.checks.mutants import MUTANTS, replaced
+from scratchmlm.harness.cli import main
 from scratchmlm.masking import BertMasker
 from scratchmlm.model import MultiHeadAttention
 
@@ -34,9 +34,9 @@ def index_error_noam_lr(step, d_model, warmup, factor=1.0):
 
 def test_an_exception_in_the_attention_is_a_failed_item_with_the_students_line():
     with replaced(MultiHeadAttention, "forward", view_after_transpose):
-        report = scratchmlm.checks.check_attention()
+        report = scratchmlm.classroom.checks.check_attention()
     failing = [item for item in report.items if not item.passed]
-    assert failing and len(report.items) == scratchmlm.checks.attention.PLANNED_ITEMS, report.to_text()
+    assert failing and len(report.items) == scratchmlm.classroom.checks.attention.PLANNED_ITEMS, report.to_text()
     first = failing[0]
     assert first.detail.startswith("RuntimeError: view size is not compatible"), first.detail
     assert "test_checks_containment.py" in first.detail and "merged = heads.transpose(1, 2).view" in first.detail
@@ -56,7 +56,7 @@ def test_check_all_json_is_one_document_whatever_the_students_code_does(capsys):
     document = json.loads(out)
     assert code == 1
     parts = {part["part"]: part for part in document["parts"]}
-    assert set(parts) == set(scratchmlm.checks.PARTS)
+    assert set(parts) == set(scratchmlm.classroom.checks.PARTS)
     assert parts["step"]["passed"] and parts["step"]["score"] == 25
     masking_detail = parts["masking"]["items"][0]["detail"]
     assert masking_detail.startswith("RecursionError") and "noisy_masker" in masking_detail
@@ -81,7 +81,7 @@ def test_an_endless_loop_is_stopped_by_the_time_limit(monkeypatch):
             pass
 
     with replaced(BertMasker, "__call__", endless):
-        report = scratchmlm.checks.check_masking()
+        report = scratchmlm.classroom.checks.check_masking()
     assert not report.passed and report.score == 0
     assert "ran longer than 0.5 s" in report.items[0].detail and "endless" in report.items[0].detail
 
@@ -98,13 +98,13 @@ def test_an_except_exception_in_student_code_does_not_swallow_the_time_limit(mon
                 pass
 
     with replaced(noam, "noam_lr", stubborn), replaced(adapters, "noam_lr", stubborn):
-        report = scratchmlm.checks.check_noam()
+        report = scratchmlm.classroom.checks.check_noam()
     assert not report.passed and any("ran longer" in item.detail for item in report.items)
 
 
 @pytest.mark.parametrize("returned", [None, [1.0, 2.0], "loss", torch.zeros(3)])
 def test_a_wrong_return_type_is_a_failed_item(returned):
-    report = scratchmlm.checks.check_step(run_masked_cross_entropy=lambda logits, labels: returned)
+    report = scratchmlm.classroom.checks.check_step(run_masked_cross_entropy=lambda logits, labels: returned)
     assert not report.passed
     loss_items = [item for item in report.items if item.name.startswith("masked_cross_entropy")]
     assert loss_items and not any(item.passed for item in loss_items), report.to_text()
@@ -112,7 +112,7 @@ def test_a_wrong_return_type_is_a_failed_item(returned):
 
 
 def test_a_wrong_return_type_of_the_attention_is_a_failed_item():
-    report = scratchmlm.checks.check_attention(run_attention=lambda *args, **kwargs: [[0.0]])
+    report = scratchmlm.classroom.checks.check_attention(run_attention=lambda *args, **kwargs: [[0.0]])
     failing = [item for item in report.items if not item.passed]
     assert len(failing) == len(report.items) and "expected a tensor, got list" in failing[0].detail, report.to_text()
     assert report.score == 0
@@ -120,7 +120,7 @@ def test_a_wrong_return_type_of_the_attention_is_a_failed_item():
 
 def test_partial_credit_counts_the_items_that_pass_and_all_or_nothing_counts_none():
     with MUTANTS["attention"]["no_scaling"]():
-        report = scratchmlm.checks.check_attention()
+        report = scratchmlm.classroom.checks.check_attention()
     passed = [item for item in report.items if item.passed]
     assert 0 < len(passed) < len(report.items)
     assert report.score == pytest.approx(report.points * len(passed) / len(report.items), abs=0.01)
@@ -141,8 +141,8 @@ def test_a_crash_midway_scores_no_more_than_the_items_graded_before_it():
             raise ValueError("only once")
         return adapters.run_masker(ids, *args)
 
-    report = scratchmlm.checks.check_masking(run_masker=works_once)
-    planned = scratchmlm.checks.masking.PLANNED_ITEMS
+    report = scratchmlm.classroom.checks.check_masking(run_masker=works_once)
+    planned = scratchmlm.classroom.checks.masking.PLANNED_ITEMS
     last = report.items[-1]
     assert not last.passed and last.weight == planned - (len(report.items) - 1)
     assert "ValueError: only once" in last.detail and "works_once" in last.detail
@@ -151,5 +151,5 @@ def test_a_crash_midway_scores_no_more_than_the_items_graded_before_it():
 
 def test_the_time_limit_is_restored_after_a_check():
     import signal
-    scratchmlm.checks.check_noam()
+    scratchmlm.classroom.checks.check_noam()
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

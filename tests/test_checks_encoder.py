@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import scratchmlm.checks
-from scratchmlm.checks.encoder import ATTENTION_FIRST, ATTENTION_HINT, CAUSES, PLANNED_ITEMS, check_encoder
-from scratchmlm.checks.make_snapshots import check_distinguishable, encoder_snapshot
-from scratchmlm.checks.mutants import MUTANTS, replaced
-from scratchmlm.checks.snapshots import load_snapshot
+import scratchmlm.classroom.checks
+from scratchmlm.classroom.checks.encoder import ATTENTION_FIRST, ATTENTION_HINT, CAUSES, PLANNED_ITEMS, check_encoder
+from scratchmlm.classroom.checks.make_snapshots import check_distinguishable, encoder_snapshot
+from scratchmlm.classroom.checks.mutants import MUTANTS, replaced
+from scratchmlm.classroom.checks.snapshots import load_snapshot
 from scratchmlm.model import EncoderLayer
 
 
@@ -44,7 +44,7 @@ def test_a_bug_in_the_attention_fails_only_the_live_attention_items_and_says_so(
 
 def test_the_snapshot_is_current():
     fresh, disk = encoder_snapshot(), load_snapshot("encoder")
-    assert set(fresh) == set(disk), "rerun python -m scratchmlm.checks.make_snapshots encoder"
+    assert set(fresh) == set(disk), "rerun python -m scratchmlm.classroom.checks.make_snapshots encoder"
     for name, tensor in fresh.items():
         assert tensor.dtype == disk[name].dtype and tensor.shape == disk[name].shape, name
         assert torch.allclose(tensor.double(), disk[name].double(), rtol=0, atol=1e-12), name
@@ -140,7 +140,7 @@ def test_a_stub_gives_a_not_implemented_report():
         raise NotImplementedError("Part 3 (encoder): implement EncoderLayer.forward")
 
     with replaced(EncoderLayer, "forward", stub):
-        report = scratchmlm.checks.check_encoder()
+        report = scratchmlm.classroom.checks.check_encoder()
     assert report.not_implemented == "Part 3 (encoder): implement EncoderLayer.forward"
     assert not report.passed and report.score == 0
     assert "not implemented yet" in report.to_text()

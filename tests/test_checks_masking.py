@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-import scratchmlm.checks
-from scratchmlm.checks import masking as masking_check
-from scratchmlm.checks.make_snapshots import SNAPSHOTS
-from scratchmlm.checks.masking import CAUSES, check_masking
-from scratchmlm.checks.mutants import MUTANTS, VARIANTS, replaced
-from scratchmlm.checks.snapshots import snapshot_path
+import scratchmlm.classroom.checks
+from scratchmlm.classroom.checks import masking as masking_check
+from scratchmlm.classroom.checks.make_snapshots import SNAPSHOTS
+from scratchmlm.classroom.checks.masking import CAUSES, check_masking
+from scratchmlm.classroom.checks.mutants import MUTANTS, VARIANTS, replaced
+from scratchmlm.classroom.checks.snapshots import snapshot_path
 from scratchmlm.masking import BertMasker, MaskedBatch
 
 
@@ -179,6 +179,6 @@ def test_a_stub_gives_a_not_implemented_report():
         raise NotImplementedError("Part 1 (masking): implement BertMasker.__call__")
 
     with replaced(BertMasker, "__call__", stub):
-        report = scratchmlm.checks.check_masking()
+        report = scratchmlm.classroom.checks.check_masking()
     assert report.not_implemented == "Part 1 (masking): implement BertMasker.__call__"
     assert not report.passed and report.score == 0

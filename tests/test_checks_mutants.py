@@ -10,9 +10,9 @@ import importlib
 
 import pytest
 
-from scratchmlm.checks import PARTS
-from scratchmlm.checks.encoder import ATTENTION_FIRST
-from scratchmlm.checks.mutants import MUTANTS
+from scratchmlm.classroom.checks import PARTS
+from scratchmlm.classroom.checks.encoder import ATTENTION_FIRST
+from scratchmlm.classroom.checks.mutants import MUTANTS
 
 CASES = [pytest.param(part, bug, marks=getattr(pytest.mark, part), id=f"{part}-{bug}")
          for part, bugs in MUTANTS.items() for bug in bugs]
@@ -21,14 +21,14 @@ CASES = [pytest.param(part, bug, marks=getattr(pytest.mark, part), id=f"{part}-{
 def test_every_part_has_a_catalogue_of_bugs():
     assert set(MUTANTS) == set(PARTS)
     for part, bugs in MUTANTS.items():
-        causes = importlib.import_module(f"scratchmlm.checks.{part}").CAUSES
+        causes = importlib.import_module(f"scratchmlm.classroom.checks.{part}").CAUSES
         assert len(bugs) >= 3, f"{part}: only {len(bugs)} known bugs"
         assert set(bugs) <= set(causes), f"{part}: bugs without words for the student: {set(bugs) - set(causes)}"
 
 
 @pytest.mark.parametrize("part, bug", CASES)
 def test_each_bug_is_named_by_its_part_and_fails_no_other(part, bug):
-    words = importlib.import_module(f"scratchmlm.checks.{part}").CAUSES[bug]
+    words = importlib.import_module(f"scratchmlm.classroom.checks.{part}").CAUSES[bug]
     with MUTANTS[part][bug]():
         reports = {name: check() for name, check in PARTS.items()}
     failing = [item for item in reports[part].items if not item.passed]

@@ -4,13 +4,13 @@ current."""
 import pytest
 import torch
 
-import scratchmlm.checks
+import scratchmlm.classroom.checks
 from scratchmlm import noam
-from scratchmlm.checks import adapters
-from scratchmlm.checks.make_snapshots import check_distinguishable, noam_snapshot
-from scratchmlm.checks.mutants import MUTANTS, replaced
-from scratchmlm.checks.noam import CAUSES, check_noam
-from scratchmlm.checks.snapshots import load_snapshot
+from scratchmlm.classroom.checks import adapters
+from scratchmlm.classroom.checks.make_snapshots import check_distinguishable, noam_snapshot
+from scratchmlm.classroom.checks.mutants import MUTANTS, replaced
+from scratchmlm.classroom.checks.noam import CAUSES, check_noam
+from scratchmlm.classroom.checks.snapshots import load_snapshot
 
 
 def test_the_reference_passes():
@@ -31,7 +31,7 @@ def test_each_bug_is_named(bug):
 
 def test_the_snapshot_is_current():
     fresh, disk = noam_snapshot(), load_snapshot("noam")
-    assert set(fresh) == set(disk), "rerun python -m scratchmlm.checks.make_snapshots noam"
+    assert set(fresh) == set(disk), "rerun python -m scratchmlm.classroom.checks.make_snapshots noam"
     for name, tensor in fresh.items():
         assert tensor.dtype == disk[name].dtype and tensor.shape == disk[name].shape, name
         assert torch.allclose(tensor.double(), disk[name].double(), rtol=1e-12, atol=0), name
@@ -70,6 +70,6 @@ def test_a_stub_gives_a_not_implemented_report():
         raise NotImplementedError("Part 5 (noam): implement noam_lr")
 
     with replaced(noam, "noam_lr", stub), replaced(adapters, "noam_lr", stub):
-        report = scratchmlm.checks.check_noam()
+        report = scratchmlm.classroom.checks.check_noam()
     assert report.not_implemented == "Part 5 (noam): implement noam_lr"
     assert not report.passed and report.score == 0

@@ -4,13 +4,13 @@ it, a correct implementation written differently passes, and its frozen snapshot
 import pytest
 import torch
 
-import scratchmlm.checks
+import scratchmlm.classroom.checks
 from scratchmlm import step
-from scratchmlm.checks import adapters
-from scratchmlm.checks.make_snapshots import check_distinguishable, step_snapshot
-from scratchmlm.checks.mutants import MUTANTS, replaced
-from scratchmlm.checks.snapshots import load_snapshot
-from scratchmlm.checks.step import CAUSES, check_step
+from scratchmlm.classroom.checks import adapters
+from scratchmlm.classroom.checks.make_snapshots import check_distinguishable, step_snapshot
+from scratchmlm.classroom.checks.mutants import MUTANTS, replaced
+from scratchmlm.classroom.checks.snapshots import load_snapshot
+from scratchmlm.classroom.checks.step import CAUSES, check_step
 from scratchmlm.step import StepResult
 
 
@@ -43,7 +43,7 @@ def test_a_bug_in_another_part_does_not_fail_the_step_check(part, bug):
 
 def test_the_snapshot_is_current():
     fresh, disk = step_snapshot(), load_snapshot("step")
-    assert set(fresh) == set(disk), "rerun python -m scratchmlm.checks.make_snapshots step"
+    assert set(fresh) == set(disk), "rerun python -m scratchmlm.classroom.checks.make_snapshots step"
     for name, tensor in fresh.items():
         assert tensor.dtype == disk[name].dtype and tensor.shape == disk[name].shape, name
         assert torch.allclose(tensor.double(), disk[name].double(), rtol=0, atol=1e-12, equal_nan=True), name
@@ -115,14 +115,14 @@ def test_a_stub_gives_a_not_implemented_report():
         raise NotImplementedError("Part 4 (step): implement masked_cross_entropy")
 
     with replaced(step, "masked_cross_entropy", stub), replaced(adapters, "masked_cross_entropy", stub):
-        report = scratchmlm.checks.check_step()
+        report = scratchmlm.classroom.checks.check_step()
     assert report.not_implemented == "Part 4 (step): implement masked_cross_entropy"
     assert not report.passed and report.score == 0
 
 
 @pytest.mark.parametrize("variant", ["zero_grad_at_the_start", "guarded_mean_cross_entropy"])
 def test_a_correct_variant_passes(variant):
-    from scratchmlm.checks.mutants import VARIANTS
+    from scratchmlm.classroom.checks.mutants import VARIANTS
 
     with VARIANTS["step"][variant]():
         report = check_step()

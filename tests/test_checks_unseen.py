@@ -2,14 +2,14 @@
 checks were not written against, with no frozen outputs and no words of their own) fails its part,
 and every failed item says which property failed and where, not the generic "no known bug" line.
 
-``python -m scratchmlm.checks.unseen_bugs`` prints caught / named / located / passed for the
+``python -m scratchmlm.classroom.checks.unseen_bugs`` prints caught / named / located / passed for the
 catalogue and for this set.
 """
 
 import pytest
 
-from scratchmlm.checks.mutants import MUTANTS
-from scratchmlm.checks.unseen_bugs import UNSEEN, judge
+from scratchmlm.classroom.checks.mutants import MUTANTS
+from scratchmlm.classroom.checks.unseen_bugs import UNSEEN, judge
 
 CASES = [pytest.param(part, bug, marks=getattr(pytest.mark, part), id=f"{part}-{bug}")
          for part, bugs in UNSEEN.items() for bug in bugs]

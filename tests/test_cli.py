@@ -278,7 +278,7 @@ def test_version_and_every_flag_has_help():
 
     result = scratchmlm("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"scratchmlm {__version__}"
-    from scratchmlm.cli import build_parser
+    from scratchmlm.harness.cli import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
@@ -327,7 +327,7 @@ def test_a_file_size_limit_is_one_line_and_keeps_the_run(tmp_path):
 
 
 def test_evaluate_a_diverged_checkpoint(trained_run, tmp_path):
-    from scratchmlm.checkpoint import load_checkpoint, save_checkpoint
+    from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
 
     run, _ = trained_run
     copy = tmp_path / "copy"

@@ -18,10 +18,10 @@ import tokenizers
 import torch
 
 import scratchmlm as sm
-from scratchmlm.build import RunData
+from scratchmlm.harness.build import RunData
 from scratchmlm.corpus import TINY_SHAKESPEARE_SHA256, data_dir
 from scratchmlm.evaluate import pseudo_perplexity
-from scratchmlm.notebook import demo_run_dir
+from scratchmlm.classroom.notebook import demo_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -66,7 +66,7 @@ def test_compare_overlays_two_schedules(tmp_path):
 
 def test_compare_with_labels_and_a_format_writes_compare_dot_format(tmp_path, monkeypatch, capsys):
     """The same entry point as the subprocess above, called in-process (fast)."""
-    from scratchmlm.cli import main
+    from scratchmlm.harness.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["compare", str(SEED_RUN), str(WARMUP500_RUN), "--labels", "warm-up 2000", "warm-up 500",
@@ -87,7 +87,7 @@ def test_compare_with_labels_and_a_format_writes_compare_dot_format(tmp_path, mo
 ])
 def test_compare_refuses_bad_arguments(tmp_path, capsys, arguments, fragment):
     """One line saying what is wrong (in-process, as above), and no figure."""
-    from scratchmlm.cli import main
+    from scratchmlm.harness.cli import main
 
     assert main(["compare", *[str(a).format(empty=tmp_path) for a in arguments]]) == 2
     error = capsys.readouterr().err.strip()

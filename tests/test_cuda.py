@@ -14,15 +14,15 @@ import torch
 
 from scratchmlm import load_run
 from scratchmlm.batches import random_windows
-from scratchmlm.build import RunData
-from scratchmlm.checkpoint import load_checkpoint
-from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
+from scratchmlm.harness.build import RunData
+from scratchmlm.harness.checkpoint import load_checkpoint
+from scratchmlm.harness.config import ModelConfig, RunConfig, TrainConfig
 from scratchmlm.evaluate import evaluate
 from scratchmlm.model.dropout import Dropout
-from scratchmlm.notebook import demo_run_dir
-from scratchmlm.precision import prepare_for_training
+from scratchmlm.classroom.notebook import demo_run_dir
+from scratchmlm.harness.precision import prepare_for_training
 from scratchmlm.step import masked_cross_entropy, train_step
-from scratchmlm.trainer import Trainer
+from scratchmlm.harness.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),

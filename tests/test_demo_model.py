@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import scratchmlm as sm
-from scratchmlm.build import RunData
-from scratchmlm.checkpoint import load_checkpoint
-from scratchmlm.notebook import demo_run_dir
-from scratchmlm.run_dir import read_metrics
+from scratchmlm.harness.build import RunData
+from scratchmlm.harness.checkpoint import load_checkpoint
+from scratchmlm.classroom.notebook import demo_run_dir
+from scratchmlm.harness.run_dir import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchmlm.checkpoint import load_checkpoint
-from scratchmlm.run_dir import read_metrics
+from scratchmlm.harness.checkpoint import load_checkpoint
+from scratchmlm.harness.run_dir import read_metrics
 
 pytestmark = pytest.mark.distributed
 

@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import scratchmlm as sm
-from scratchmlm.export import load_safetensors, save_safetensors
-from scratchmlm.notebook import demo_run_dir
+from scratchmlm.harness.export import load_safetensors, save_safetensors
+from scratchmlm.classroom.notebook import demo_run_dir
 from scratchmlm.sample import fill_mask_records
 
 REPO = Path(__file__).resolve().parents[1]

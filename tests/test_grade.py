@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from scratchmlm.assignment import TASKS, make_assignment
-from scratchmlm.checks import check_attention, grade as grading
-from scratchmlm.checks.grade import Grade, decode, fresh_inputs, grade, with_gradient
-from scratchmlm.checks.report import Item, Report
-from scratchmlm.checks.snapshots import load_snapshot
-from scratchmlm.cli import main
+from scratchmlm.classroom.assignment import TASKS, make_assignment
+from scratchmlm.classroom.checks import check_attention, grade as grading
+from scratchmlm.classroom.checks.grade import Grade, decode, fresh_inputs, grade, with_gradient
+from scratchmlm.classroom.checks.report import Item, Report
+from scratchmlm.classroom.checks.snapshots import load_snapshot
+from scratchmlm.harness.cli import main
 
 ALL_POINTS = 100
 
@@ -32,7 +32,7 @@ def student_copy(tmp_path: Path, tasks: set[str], extra_adapters: str = "") -> P
     out = tmp_path / ("copy_" + "_".join(sorted(tasks)) if tasks else tmp_path / "copy_reference")
     make_assignment(tasks, out)
     if extra_adapters:
-        adapters = out / "scratchmlm/checks/adapters.py"
+        adapters = out / "scratchmlm/classroom/checks/adapters.py"
         adapters.write_text(adapters.read_text() + "\n\n" + extra_adapters, encoding="utf-8")
     return out
 
@@ -71,7 +71,7 @@ def run_attention(weights, x, num_heads, key_padding_mask=None):
 
 PATCHER = '''
 import sys as _sys
-from scratchmlm.checks import report as _report
+from scratchmlm.classroom.checks import report as _report
 
 # What fools the student's own check: every report passes with full points.
 _report.Report.passed = property(lambda self: True)
@@ -82,7 +82,7 @@ _main = _sys.modules.get("__main__")
 if hasattr(_main, "answer"):
     _main.answer = lambda *args, **kwargs: {"result": {"value": None}}
 for _name, _module in list(_sys.modules.items()):
-    if _name.startswith("scratchmlm.checks") and hasattr(_module, "Report"):
+    if _name.startswith("scratchmlm.classroom.checks") and hasattr(_module, "Report"):
         _module.Report.passed = property(lambda self: True)
 
 
@@ -228,13 +228,13 @@ def test_a_folder_without_adapters_fails_every_part_with_its_reason(tmp_path):
     result = grade(tmp_path, seed=3, parts=["attention", "noam"])
     assert result.score == 0 and [report.part for report in result.reports] == ["attention", "noam"]
     for report in result.reports:
-        assert "no scratchmlm/checks/adapters.py" in reasons(report)
+        assert "no scratchmlm/classroom/checks/adapters.py" in reasons(report)
 
 
 def test_the_grader_does_not_ship_in_a_student_copy(tmp_path):
     out = student_copy(tmp_path, {"noam"})
-    assert not (out / "scratchmlm/checks/grade.py").exists()
-    assert not (out / "scratchmlm/checks/grade_worker.py").exists()
+    assert not (out / "scratchmlm/classroom/checks/grade.py").exists()
+    assert not (out / "scratchmlm/classroom/checks/grade_worker.py").exists()
 
 
 # -- slow: whole grades, each with one student process (restarted after a part that kills it) ----
@@ -288,7 +288,7 @@ def test_patching_the_checks_from_the_adapters_fools_check_but_not_grade(tmp_pat
 def test_known_bugs_are_named_on_fresh_inputs_through_the_students_process(tmp_path):
     """In-place changes, a loss's gradient, a training step's optimizer and scheduler calls and a
     scheduler's rates all come back from the student's process: each known bug is still named."""
-    from scratchmlm.checks import attention, masking, noam, step
+    from scratchmlm.classroom.checks import attention, masking, noam, step
 
     result = grade(student_copy(tmp_path, set(), KNOWN_BUGS), seed=13, parts=["masking", "attention", "step", "noam"])
     parts = parts_of(result)

@@ -14,13 +14,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers import BertConfig, BertForMaskedLM  # noqa: E402
 
-from scratchmlm.build import build_model  # noqa: E402
-from scratchmlm.cli import main  # noqa: E402
-from scratchmlm.config import ModelConfig, preset  # noqa: E402
+from scratchmlm.harness.build import build_model  # noqa: E402
+from scratchmlm.harness.cli import main  # noqa: E402
+from scratchmlm.harness.config import ModelConfig, preset  # noqa: E402
 from scratchmlm.errors import ScratchMLMError  # noqa: E402
-from scratchmlm.hf import from_transformers, to_transformers  # noqa: E402
+from scratchmlm.harness.hf import from_transformers, to_transformers  # noqa: E402
 from scratchmlm.model import BertMLM  # noqa: E402
-from scratchmlm.run_dir import load_run  # noqa: E402
+from scratchmlm.harness.run_dir import load_run  # noqa: E402
 from scratchmlm.step import masked_cross_entropy  # noqa: E402
 
 # vocab, hidden, layers, heads, intermediate, positions, activation, LayerNorm epsilon: odd head

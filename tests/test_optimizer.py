@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from scratchmlm import TransformerMLM
-from scratchmlm.build import make_optimizer
-from scratchmlm.config import TrainConfig
+from scratchmlm.harness.build import make_optimizer
+from scratchmlm.harness.config import TrainConfig
 
 
 def _train(optimizer_for, steps: int = 5) -> list[torch.Tensor]:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
+from scratchmlm.harness.config import ModelConfig, RunConfig, TrainConfig
 from scratchmlm.errors import ScratchMLMError
 from scratchmlm.model import TransformerMLM
 from scratchmlm.noam import noam_lr
-from scratchmlm.plots import (attention_of_text, plot_attention, plot_attention_grid, plot_attention_grid_of_text,
+from scratchmlm.harness.plots import (attention_of_text, plot_attention, plot_attention_grid, plot_attention_grid_of_text,
                               plot_attention_of_text, plot_comparison, plot_noam, plot_training_curves)
 from scratchmlm.tokenizer import CharTokenizer
 

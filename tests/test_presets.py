@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from scratchmlm.config import PRESETS, RunConfig, preset
+from scratchmlm.harness.config import PRESETS, RunConfig, preset
 from scratchmlm.errors import ScratchMLMError
 
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import scratchmlm
-from scratchmlm import cli
-from scratchmlm.checkpoint import load_checkpoint, save_checkpoint
+from scratchmlm.harness import cli
+from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
 from scratchmlm.errors import ScratchMLMError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(train
 
 def test_a_run_whose_first_save_failed_can_be_started_again(text_file, tmp_path, monkeypatch, capsys):
     """Failed before: the second command said 'already exists'."""
-    from scratchmlm import checkpoint
+    from scratchmlm.harness import checkpoint
 
     def disk_full(state, path):
         raise OSError(28, "No space left on device")
@@ -132,7 +132,7 @@ def test_sigterm_during_start_up_leaves_a_run_that_resumes(text_file, tmp_path):
 
 def test_version_imports_no_torch():
     """Failed before: the package __init__ imported torch."""
-    code = ("import sys\nfrom scratchmlm import cli\ntry:\n    cli.main(['--version'])\nexcept SystemExit:\n"
+    code = ("import sys\nfrom scratchmlm.harness import cli\ntry:\n    cli.main(['--version'])\nexcept SystemExit:\n"
             "    pass\nprint('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                             capture_output=True, text=True, timeout=120)
@@ -245,7 +245,7 @@ def test_a_fifo_inside_a_run_is_refused_without_blocking(trained_run, tmp_path, 
 def test_the_noam_plot_samples_a_long_schedule():
     """Failed before: one Python noam_lr call per step (10**7 points here; 10**8 never finished)."""
     from scratchmlm.noam import noam_lr
-    from scratchmlm.plots import plot_noam
+    from scratchmlm.harness.plots import plot_noam
 
     figure = plot_noam(128, 3_000_000, 1.0, 10 ** 7)
     steps, rates = figure.axes[0].lines[0].get_data()
@@ -257,9 +257,9 @@ def test_the_noam_plot_samples_a_long_schedule():
 
 def test_training_curves_of_a_record_at_a_huge_step_sample_the_schedule(trained_run):
     """Failed before: the learning-rate panel evaluated the schedule at every step up to 10**7."""
-    from scratchmlm.config import RunConfig
-    from scratchmlm.plots import plot_training_curves
-    from scratchmlm.run_dir import read_metrics
+    from scratchmlm.harness.config import RunConfig
+    from scratchmlm.harness.plots import plot_training_curves
+    from scratchmlm.harness.run_dir import read_metrics
 
     records = read_metrics(trained_run / "metrics.jsonl")
     last = [r for r in records if r["type"] == "train"][-1]

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from scratchmlm.build import RunData
+from scratchmlm.harness.build import RunData
 from scratchmlm.evaluate import evaluate
-from scratchmlm.run_dir import load_run, read_metrics
+from scratchmlm.harness.run_dir import load_run, read_metrics
 from test_cli import TINY_MODEL, scratchmlm
 
 # A text that is not Shakespeare, with digits (which Tiny Shakespeare's alphabet lacks but for '3').

@@ -9,12 +9,12 @@ from tokenizers import Tokenizer
 
 from scratchmlm import ScratchMLMError
 from scratchmlm.batches import FrozenValidationSet
-from scratchmlm.build import RunData
-from scratchmlm.config import TrainConfig
+from scratchmlm.harness.build import RunData
+from scratchmlm.harness.config import TrainConfig
 from scratchmlm.evaluate import bigram_infill_baseline, bigram_log_table, score_log_probs, unigram_log_probs
 from scratchmlm.masking import BertMasker
 from scratchmlm.subword_tokenizer import SubwordTokenizer
-from scratchmlm.tokenizer import load_tokenizer
+from scratchmlm.harness.build import load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from scratchmlm import BertMasker, CharTokenizer, NoamScheduler, ScratchMLMError, TransformerMLM, noam_lr
-from scratchmlm.config import ModelConfig, RunConfig, TrainConfig
-from scratchmlm.run_dir import load_run, read_metrics
+from scratchmlm.harness.config import ModelConfig, RunConfig, TrainConfig
+from scratchmlm.harness.run_dir import load_run, read_metrics
 from scratchmlm.step import masked_cross_entropy, train_step
-from scratchmlm.trainer import Trainer
+from scratchmlm.harness.trainer import Trainer
 
 
 def small_config(**train_overrides) -> RunConfig:

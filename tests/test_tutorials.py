@@ -83,7 +83,7 @@ def test_use_threads_takes_one_thread_unless_told_otherwise(monkeypatch):
     import torch
 
     from scratchmlm.errors import ScratchMLMError
-    from scratchmlm.notebook import use_threads
+    from scratchmlm.classroom.notebook import use_threads
 
     before = torch.get_num_threads()
     try:

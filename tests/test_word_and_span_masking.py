@@ -14,8 +14,8 @@ import torch
 
 from scratchmlm import IGNORE_INDEX, ScratchMLMError
 from scratchmlm.batches import random_windows
-from scratchmlm.build import make_masker
-from scratchmlm.config import TrainConfig
+from scratchmlm.harness.build import make_masker
+from scratchmlm.harness.config import TrainConfig
 from scratchmlm.masking import MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED, SpanMasker, WholeWordMasker
 from scratchmlm.subword_tokenizer import SubwordTokenizer
 from test_masking import binomial_violation

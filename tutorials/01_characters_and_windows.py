@@ -42,7 +42,7 @@ import torch
 
 import scratchmlm as sm
 from scratchmlm.evaluate import unigram_baseline, unigram_log_probs
-from scratchmlm.notebook import FAST, check, use_threads
+from scratchmlm.classroom.notebook import FAST, check, use_threads
 from scratchmlm.sample import visible
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)

@@ -46,7 +46,7 @@ from matplotlib.patches import Patch
 
 import scratchmlm as sm
 from scratchmlm.masking import MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED
-from scratchmlm.notebook import FAST, check, use_threads
+from scratchmlm.classroom.notebook import FAST, check, use_threads
 from scratchmlm.sample import visible
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)

@@ -44,7 +44,7 @@ import torch
 
 import scratchmlm as sm
 from scratchmlm.model import sinusoidal_positions
-from scratchmlm.notebook import FAST, check, show_source, use_threads
+from scratchmlm.classroom.notebook import FAST, check, show_source, use_threads
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 

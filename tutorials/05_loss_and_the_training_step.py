@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 import scratchmlm as sm
-from scratchmlm.notebook import FAST, check, show_source, use_threads
+from scratchmlm.classroom.notebook import FAST, check, show_source, use_threads
 from scratchmlm.sample import visible
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 
 import scratchmlm as sm
-from scratchmlm.config import read_json
+from scratchmlm.harness.config import read_json
 from scratchmlm.evaluate import unigram_baseline
-from scratchmlm.notebook import FAST, check, show_source, use_threads
-from scratchmlm.plots import plot_noam
-from scratchmlm.run_dir import read_metrics
+from scratchmlm.classroom.notebook import FAST, check, show_source, use_threads
+from scratchmlm.harness.plots import plot_noam
+from scratchmlm.harness.run_dir import read_metrics
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 

@@ -48,9 +48,9 @@ import torch
 import scratchmlm as sm
 from scratchmlm.evaluate import bigram_infill_baseline, pseudo_perplexity
 from scratchmlm.masking import MASKED, UNCHANGED
-from scratchmlm.notebook import FAST, check, use_threads
-from scratchmlm.plots import plot_training_curves
-from scratchmlm.run_dir import read_metrics
+from scratchmlm.classroom.notebook import FAST, check, use_threads
+from scratchmlm.harness.plots import plot_training_curves
+from scratchmlm.harness.run_dir import read_metrics
 
 threads = use_threads()    # one unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 print(f"fast mode: {FAST}; torch {torch.__version__}, {threads} thread(s)")
@@ -103,7 +103,7 @@ for name, warmup, factor in [("this run", WARMUP, NOAM_FACTOR), ("seed schedule"
 # %% [markdown]
 # ## 2. What "honest" means: one frozen validation set, two baselines
 #
-# Creating the `Trainer` prepares the data (`RunData.prepare` in `scratchmlm/build.py`): the
+# Creating the `Trainer` prepares the data (`RunData.prepare` in `scratchmlm/harness/build.py`): the
 # tokenizer, the training ids, and the **frozen validation set** — 1024 windows of 32 characters
 # from the last 10% of the text, masked *once* with a fixed seed and identified by the sha256 of
 # its inputs, labels and kinds. It also creates the run directory (here under a temporary folder)

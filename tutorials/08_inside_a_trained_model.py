@@ -50,10 +50,10 @@ import torch
 from IPython.display import HTML, display
 
 import scratchmlm as sm
-from scratchmlm.build import RunData
+from scratchmlm.harness.build import RunData
 from scratchmlm.masking import MASKED
-from scratchmlm.notebook import FAST, check, demo_run_dir, show_source, use_threads
-from scratchmlm.run_dir import read_metrics
+from scratchmlm.classroom.notebook import FAST, check, demo_run_dir, show_source, use_threads
+from scratchmlm.harness.run_dir import read_metrics
 from scratchmlm.sample import validation_prompts, visible
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)

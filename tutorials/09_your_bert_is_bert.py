@@ -19,7 +19,7 @@
 # Notebooks 01–08 built a BERT-*style* masked language model. This one builds BERT itself, from the
 # same modules, and proves it: `scratchmlm train --preset bert` gives a model whose logits equal
 # those of Hugging Face's `transformers.BertForMaskedLM` with the same weights, and
-# `scratchmlm.hf` converts between the two.
+# `scratchmlm.harness.hf` converts between the two.
 #
 # **Learning objectives**
 #
@@ -48,11 +48,11 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
 from transformers.utils.logging import disable_progress_bar
 
 import scratchmlm as sm
-from scratchmlm.build import build_model
-from scratchmlm.config import preset
-from scratchmlm.hf import export_transformers, from_transformers, to_transformers
+from scratchmlm.harness.build import build_model
+from scratchmlm.harness.config import preset
+from scratchmlm.harness.hf import export_transformers, from_transformers, to_transformers
 from scratchmlm.model import BertEmbeddings, MaskedLMHead
-from scratchmlm.notebook import FAST, check, show_source, use_threads
+from scratchmlm.classroom.notebook import FAST, check, show_source, use_threads
 
 use_threads()       # torch on one thread unless SCRATCHMLM_THREADS says otherwise (tutorials/README.md)
 

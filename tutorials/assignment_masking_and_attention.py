@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from scratchmlm.checks import check_attention, check_masking
+from scratchmlm.classroom.checks import check_attention, check_masking
 from scratchmlm.masking import IGNORE_INDEX, MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED, MaskedBatch
 
 # %% [markdown]

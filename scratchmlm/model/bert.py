@@ -12,7 +12,7 @@ LayerNorm); no dropout between the feed-forward's two linear maps; a transform b
 and a decoder tied to the token embeddings instead of one independent linear map; LayerNorm epsilon
 as configured (BERT's 1e-12).
 
-With the same weights it computes what Hugging Face's ``BertForMaskedLM`` computes (``scratchmlm.hf``
+With the same weights it computes what Hugging Face's ``BertForMaskedLM`` computes (``scratchmlm.harness.hf``
 converts between the two; ``tests/test_hf.py`` holds the logits and gradients equal).
 
 Initialisation (BERT's): every linear weight and embedding table ~ N(0, init_std^2), the ``[PAD]``

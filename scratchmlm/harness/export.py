@@ -31,7 +31,7 @@ Towards Hugging Face ``BertForMaskedLM``
 ----------------------------------------
 A model of ``architecture: "bert"`` (``--preset bert``, ``BertMLM``) *is* BERT's masked-LM
 architecture: ``scratchmlm export RUN --format transformers`` writes it as a Hugging Face folder
-(``scratchmlm/hf.py``, which also holds the weight table and converts both ways).
+(``scratchmlm/harness/hf.py``, which also holds the weight table and converts both ways).
 
 The seed ``TransformerMLM`` has no exact counterpart. Its weights correspond to BERT's like this
 (``i`` = layer, ``d`` = ``d_model``)::
@@ -86,9 +86,11 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
+from ..errors import ScratchMLMError
+from .build import build_model, check_model_memory, load_tokenizer, resolve_device
+from .checkpoint import load_model_state
 from .config import RunConfig, read_json
-from .errors import ScratchMLMError
-from .tokenizer import load_tokenizer
 
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
 EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)
@@ -257,28 +259,23 @@ def write_atomically(path: str | Path, chunks: list[bytes]) -> Path:
 # -- export and load ---------------------------------------------------------------------------------
 
 def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is a folder written by :func:`export_run` (it holds ``model.safetensors``)."""
+    """Whether ``path`` is a folder written by :func:`write_export` (it holds ``model.safetensors``)."""
     return (Path(path) / WEIGHTS_FILE).is_file()
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best") -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``tokenizer.json`` of a run's ``best`` or
-    ``last`` checkpoint into ``out`` (default ``<run_dir>/export``); returns ``out``.
+def write_export(out: str | Path, model: torch.nn.Module, tokenizer, config: RunConfig, state: dict) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``tokenizer.json`` of a trained model (what
+    ``load_run`` returns) into ``out``; returns ``out``.
 
     ``out`` may be new, empty, or an earlier export (its three files are replaced); a folder holding
     anything else (a run directory, say) is refused rather than overwritten.
     """
-    from . import __version__
-    from .run_dir import load_run
-
-    run_dir = Path(run_dir)
-    out = run_dir / "export" if out is None else Path(out)
-    _check_export_target(out)
-    model, tokenizer, config, state = load_run(run_dir, checkpoint, "cpu")
+    out = Path(out)
+    check_export_target(out)
     description = {
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "scratchmlm_version": __version__,
         "architecture": type(model).__name__, "model": config.to_dict()["model"], "train": config.to_dict()["train"],
-        "step": state["step"], "checkpoint": state.get("checkpoint", checkpoint),
+        "step": state["step"], "checkpoint": state.get("checkpoint"),
         "valid_fingerprint": state.get("valid_fingerprint"),
         "special_tokens": {token: tokenizer.token_to_id[token] for token in tokenizer.vocab[:tokenizer.first_real_id]},
         "torch_version": torch.__version__,
@@ -291,7 +288,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     return out
 
 
-def _check_export_target(out: Path) -> None:
+def check_export_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ScratchMLMError(f"--out {out} is a file; give a directory for the export.")
     if not out.is_dir():
@@ -321,9 +318,6 @@ def load_pretrained(path: str | Path, device: str = "auto"):
 def load_export(path: str | Path, device: str = "auto"):
     """:func:`load_pretrained` plus the ``state`` that ``load_run`` returns (``step``, ``vocab``,
     ``valid_fingerprint``, ``checkpoint``)."""
-    from .build import build_model, check_model_memory, resolve_device
-    from .run_dir import load_model_state
-
     path = Path(path)
     if not is_export(path):
         hint = (" It is a run directory: use load_run, or 'scratchmlm export' it first."

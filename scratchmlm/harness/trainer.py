@@ -31,23 +31,22 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .batches import random_windows
+from ..batches import random_windows
+from ..corpus import TINY_SHAKESPEARE, load_text
+from ..errors import ScratchMLMError
+from ..evaluate import EvalResult, evaluate, pseudo_perplexity
+from ..files import resolved
+from ..model import BertMLM, TransformerMLM
+from ..noam import NoamScheduler
+from ..sample import Samples, fill_prompts, validation_prompts
+from ..step import StepResult, train_step
 from .build import RunData, build_model, check_memory, derive_seeds, lr_scale, make_optimizer, resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
-from .corpus import TINY_SHAKESPEARE, load_text
 from .distributed import World
-from .errors import ScratchMLMError
-from .files import resolved
-from .evaluate import EvalResult, evaluate, pseudo_perplexity
 from .interrupt import SIGNAL_NAMES, StopRequests
-from .model import BertMLM, TransformerMLM
-from .noam import NoamScheduler
 from .precision import prepare_for_training
 from .run_dir import CHECKPOINT_KEYS, MetricsLog, check_resume_state, RunDirectory, load_model_state, load_run, read_metrics
-from .sample import Samples, fill_prompts, validation_prompts
-from .step import StepResult, train_step
-from .tokenizer import load_tokenizer
 
 
 class Trainer:

@@ -14,11 +14,11 @@ import math
 
 import torch
 
-from .. import noam as noam_module
-from .. import step as step_module
-from ..masking import IGNORE_INDEX, MASKED, RANDOMISED, UNCHANGED, BertMasker, MaskedBatch
-from ..model import Encoder, EncoderLayer, MultiHeadAttention
-from ..noam import NoamScheduler
+from ... import noam as noam_module
+from ... import step as step_module
+from ...masking import IGNORE_INDEX, MASKED, RANDOMISED, UNCHANGED, BertMasker, MaskedBatch
+from ...model import Encoder, EncoderLayer, MultiHeadAttention
+from ...noam import NoamScheduler
 from . import adapters
 
 

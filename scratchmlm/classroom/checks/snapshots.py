@@ -2,7 +2,7 @@
 
 Each part's file holds the inputs of its cases, the reference outputs (``expected/...``) and the
 outputs of known bugs on the same inputs (``bug/<name>/...``), all computed in float64 with
-dropout off by ``python -m scratchmlm.checks.make_snapshots`` from the reference implementation.
+dropout off by ``python -m scratchmlm.classroom.checks.make_snapshots`` from the reference implementation.
 Graded checks compare against these, so a student's code is judged on what it computes, whatever
 its internal layout, and the buggy implementations themselves need not ship with an assignment.
 """
@@ -25,7 +25,7 @@ def load_snapshot(part: str) -> dict[str, torch.Tensor]:
     path = snapshot_path(part)
     if not path.is_file():
         raise FileNotFoundError(f"The reference snapshot {path} is missing; the teacher makes it with "
-                                f"python -m scratchmlm.checks.make_snapshots")
+                                f"python -m scratchmlm.classroom.checks.make_snapshots")
     with np.load(path, allow_pickle=False) as arrays:
         return {name: torch.from_numpy(arrays[name].copy()) for name in arrays.files}
 

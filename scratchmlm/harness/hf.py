@@ -43,9 +43,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import __version__
+from ..errors import ScratchMLMError
+from ..model import BertMLM
 from .config import ModelConfig, read_json
-from .errors import ScratchMLMError
-from .model import BertMLM
+from .run_dir import load_run
 
 INSTALL_HINT = "pip install 'scratchmlm[hf]' (or pip install transformers)"
 
@@ -209,9 +211,6 @@ def export_transformers(run_dir: str | Path, out: str | Path | None = None, chec
     ``pipeline("fill-mask", model=out)`` load it. ``config.json`` also records, under
     ``"scratchmlm"``, the run's training settings and step.
     """
-    from . import __version__
-    from .run_dir import load_run
-
     transformers = _transformers()
     run_dir = Path(run_dir)
     out = run_dir / "transformers" if out is None else Path(out)

@@ -6,7 +6,7 @@ none of them has a ``CAUSES`` entry or a frozen output. A check must fail every 
 count of those it *names* (a catalogued cause that fits) or *locates* (a specific property and place,
 not the generic line) is reported by
 
-    python -m scratchmlm.checks.unseen_bugs           # caught / named / located / passed, both sets
+    python -m scratchmlm.classroom.checks.unseen_bugs           # caught / named / located / passed, both sets
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from .. import noam as noam_module
-from .. import step as step_module
-from ..masking import IGNORE_INDEX, NOT_SELECTED, UNCHANGED, BertMasker, MaskedBatch
-from ..model import Encoder, EncoderLayer, MultiHeadAttention
-from ..noam import NoamScheduler
+from ... import noam as noam_module
+from ... import step as step_module
+from ...masking import IGNORE_INDEX, NOT_SELECTED, UNCHANGED, BertMasker, MaskedBatch
+from ...model import Encoder, EncoderLayer, MultiHeadAttention
+from ...noam import NoamScheduler
 from . import adapters
 from .mutants import MUTANTS, replaced
 
@@ -214,7 +214,7 @@ def judge(part: str, patch) -> dict:
     catalogued cause of the part), located (every failed item has a specific cause, not the generic line)."""
     from . import PARTS
 
-    causes = set(importlib.import_module(f"scratchmlm.checks.{part}").CAUSES.values())
+    causes = set(importlib.import_module(f"scratchmlm.classroom.checks.{part}").CAUSES.values())
     with patch():
         report = PARTS[part]()
     failing = [item for item in report.items if not item.passed]

@@ -1,12 +1,12 @@
 """Graded checks for the classroom assignments: one per part, each a ``Report`` that says item by
 item what differs and, for a known bug, which one it probably is.
 
-    from scratchmlm.checks import check_attention
+    from scratchmlm.classroom.checks import check_attention
     check_attention()                         # a Report: text, HTML in a notebook, .to_json()
 
     scratchmlm check attention [--json]       # the same from a terminal
 
-Every check reaches your code only through ``scratchmlm/checks/adapters.py``.
+Every check reaches your code only through ``scratchmlm/classroom/checks/adapters.py``.
 
 | part | function | points |
 |---|---|---|

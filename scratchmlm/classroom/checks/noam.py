@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from . import adapters
-from .guard import Failed, call, grading
+from .guard import Failed, call
 from .properties import generator
-from .report import Item, Report, compare
+from .report import Item, Report, compare, grading
 from .snapshots import bugs_of, load_snapshot
 
 PART = "noam"

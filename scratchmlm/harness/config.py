@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ScratchMLMError
-from .files import regular_file
+from ..errors import ScratchMLMError
+from ..files import regular_file
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -265,7 +265,7 @@ PRESETS = {
     "fast": "the seed model without dropout, warmed up over 500 steps to a peak learning rate of 3.95e-3: "
             "0.630 validation top-1 in 262-317 s of training on 2 CPU threads (3250-3750 steps, seeds 0-2)",
     "bert": "BERT's masked-LM architecture (BertMLM, LayerNorm epsilon 1e-12) at the seed size, trained like the "
-            "seed; converts to and from transformers.BertForMaskedLM (scratchmlm.hf, export --format transformers)",
+            "seed; converts to and from transformers.BertForMaskedLM (scratchmlm.harness.hf, export --format transformers)",
 }
 
 
@@ -273,4 +273,4 @@ def preset(name: str) -> RunConfig:
     """A named configuration shipped with scratchmlm (``scratchmlm/presets/<name>.json``)."""
     if name not in PRESETS:
         raise ScratchMLMError(f"Unknown preset {name!r}; the presets are {', '.join(PRESETS)}.")
-    return RunConfig.load(Path(__file__).parent / "presets" / f"{name}.json")
+    return RunConfig.load(Path(__file__).resolve().parents[1] / "presets" / f"{name}.json")

@@ -4,7 +4,7 @@ Every call into your code goes through ``call``: an exception (a ``RuntimeError`
 ``RecursionError``, an ``IndexError``) or a call that runs past ``CALL_TIME_LIMIT`` seconds becomes a
 ``Failed`` value, which the check grades as a failed item with a one-line reason and the last line of
 *your* code that ran (the traceback's last frame outside the checks, ``adapters.py`` counting as
-yours). The rest of the part, and every other part, is still graded. ``grading(report)`` wraps a
+yours). The rest of the part, and every other part, is still graded. ``report.grading`` wraps a
 whole check: if something still escapes (a wrong return type the check stumbles over), the report
 gets one failed item in place of the items left ungraded, instead of a traceback.
 
@@ -84,7 +84,7 @@ def where(error: BaseException) -> str:
         return "the call itself: your function does not take the arguments the check passes (see adapters.py)"
     path = Path(frame.filename)
     try:
-        shown = path.resolve().relative_to(CHECKS_DIR.parent.parent)
+        shown = path.resolve().relative_to(CHECKS_DIR.parents[2])
     except ValueError:
         shown = path
     line = f": {frame.line.strip()}" if frame.line else ""
@@ -160,26 +160,5 @@ class StudentCodeFailed(Exception):
         self.failed = failed
 
 
-@contextlib.contextmanager
-def grading(report, planned_items: int):
-    """Run a check's body for ``report``: a stub becomes ``not_implemented``; anything else that
-    escapes becomes one failed item worth the items still ungraded (``planned_items`` in all), so a
-    crash never scores more than the items that were really graded."""
-    from .report import Item
-
-    try:
-        with time_limit(PART_TIME_LIMIT, f"the {report.part} check"):
-            yield report
-    except NotImplementedError as error:
-        report.not_implemented = str(error) or "NotImplementedError"
-    except (Exception, TimeLimitExceeded) as error:
-        failed = error.failed if isinstance(error, StudentCodeFailed) else failure(error)
-        remaining = max(planned_items - len(report.items), 1)
-        report.add(Item(f"the rest of the check ({remaining} item{'s' if remaining > 1 else ''}) could not run",
-                        False, f"{failed.reason}" + (f"\n{YOUR_LINE}{failed.where}" if failed.where else ""),
-                        "your code raised an exception, or returned something the check cannot use: "
-                        "fix that first", weight=remaining))
-
-
 __all__ = ["RAISED", "YOUR_LINE", "CALL_TIME_LIMIT", "PART_TIME_LIMIT", "Failed", "TimeLimitExceeded", "StudentCodeFailed", "call",
-           "grading", "raise_failed", "time_limit", "where"]
+           "raise_failed", "time_limit", "where"]

@@ -26,9 +26,9 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import ScratchMLMError
+from ..files import regular_file, resolved
 from .config import PRESETS, ModelConfig, RunConfig, TrainConfig, preset
-from .errors import ScratchMLMError
-from .files import regular_file, resolved
 from .interrupt import SIGNAL_NAMES, Terminated, raise_terminated
 
 
@@ -115,7 +115,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, group_title
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="scratchmlm",
@@ -395,7 +395,7 @@ def _print_before_and_after(run_dir) -> None:
 
 def cmd_evaluate(args) -> int:
     from .build import RunData
-    from .evaluate import evaluate, pseudo_perplexity
+    from ..evaluate import evaluate, pseudo_perplexity
     from .run_dir import load_run
 
     model, tokenizer, config, state = load_run(args.run, args.checkpoint, args.device)
@@ -432,8 +432,8 @@ def cmd_evaluate(args) -> int:
 
 
 def _validation_prompts(config: RunConfig, count: int, rng) -> list[str]:
-    from .corpus import load_text, split_text
-    from .sample import validation_prompts
+    from ..corpus import load_text, split_text
+    from ..sample import validation_prompts
 
     valid_text = split_text(load_text(config.train.data), config.train.seq_len).valid
     return validation_prompts(valid_text, count, config.train.seq_len, rng)
@@ -444,7 +444,7 @@ def cmd_sample(args) -> int:
 
     from .build import make_masker
     from .run_dir import load_run
-    from .sample import fill_prompts
+    from ..sample import fill_prompts
 
     model, tokenizer, config, _ = load_run(args.run, args.checkpoint, args.device)
     rng = torch.Generator().manual_seed(args.seed)
@@ -460,7 +460,7 @@ def cmd_sample(args) -> int:
 
 def cmd_fill_mask(args) -> int:
     from .run_dir import load_run
-    from .sample import fill_mask, fill_mask_records, format_fill_mask
+    from ..sample import fill_mask, fill_mask_records, format_fill_mask
 
     model, tokenizer, _, _ = load_run(args.run, args.checkpoint, args.device)
     predictions = fill_mask(model, tokenizer, args.text, args.top_k)
@@ -579,8 +579,8 @@ def cmd_check(args) -> int:
     import contextlib
     import importlib
 
-    from .checks import PARTS, Item, Report
-    from .checks.guard import failure
+    from ..classroom.checks import PARTS, Item, Report
+    from ..classroom.checks.guard import failure
 
     parts = list(PARTS) if args.part == "all" else [args.part]
     reports = []
@@ -590,7 +590,7 @@ def cmd_check(args) -> int:
             try:
                 report = PARTS[part](seed=args.seed)
             except Exception as error:                  # noqa: BLE001  (a check must never lose the others)
-                module = importlib.import_module(f"scratchmlm.checks.{part}")
+                module = importlib.import_module(f"scratchmlm.classroom.checks.{part}")
                 report = Report(module.PART, module.TITLE, module.POINTS)
                 failed = failure(error)
                 report.add(Item("the check could not run", False, f"{failed.reason}\nat {failed.where}"))
@@ -613,7 +613,7 @@ def cmd_grade(args) -> int:
     import json
 
     try:
-        from .checks.grade import grade
+        from ..classroom.checks.grade import grade
     except ImportError:
         raise ScratchMLMError("'scratchmlm grade' is the teacher's: run it from the reference checkout (a student "
                               "copy leaves the grader out).") from None
@@ -634,7 +634,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_assignment(args) -> int:
-    from .assignment import make_assignment, parse_tasks
+    from ..classroom.assignment import make_assignment, parse_tasks
 
     tasks = parse_tasks(args.tasks)
     blanked = make_assignment(tasks, args.out, tutorials=args.tutorials)

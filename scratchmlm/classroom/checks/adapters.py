@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from ..masking import BertMasker, MaskedBatch
-from ..model import Encoder, EncoderLayer, MultiHeadAttention
-from ..noam import NoamScheduler, noam_lr
-from ..step import StepResult, masked_cross_entropy, train_step
+from ...masking import BertMasker, MaskedBatch
+from ...model import Encoder, EncoderLayer, MultiHeadAttention
+from ...noam import NoamScheduler, noam_lr
+from ...step import StepResult, masked_cross_entropy, train_step
 
 
 def run_masker(ids: torch.Tensor, rng: torch.Generator, mask_id: int, replacement_ids, never_select_ids,

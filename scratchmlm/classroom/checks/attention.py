@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from . import adapters
-from .guard import call, grading
+from .guard import call
 from .properties import (FD_TOLERANCE, NO_MODULE, NOT_IN_GRADE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, attention_weights, clones, generator, gradient_problems, item_from,
                          not_a_tensor, padding_mask, randn, same)
-from .report import Report, compare, name_one_bug
+from .report import Report, compare, grading, name_one_bug
 from .snapshots import bugs_of, load_snapshot
 
 PART = "attention"

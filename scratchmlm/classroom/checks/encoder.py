@@ -21,10 +21,10 @@ import torch
 
 from . import adapters
 from . import attention as attention_check
-from .guard import Failed, call, grading
+from .guard import Failed, call
 from .properties import (FD_TOLERANCE, NO_MODULE, NOT_IN_GRADE, NOT_PROMISED, TOLERANCE, FunctionModule, accepts, clones, generator, gradient_problems, item_from,
                          layer_weights as fresh_layer_weights, not_a_tensor, padding_mask, randn, same)
-from .report import Item, Report, compare, describe_mismatch, name_one_bug
+from .report import Item, Report, compare, describe_mismatch, grading, name_one_bug
 from .snapshots import bugs_of, load_snapshot
 
 PART = "encoder"

@@ -15,21 +15,24 @@ is reproducible and changing, say, the batch order leaves the initial weights al
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .batches import FrozenValidationSet
+from ..batches import FrozenValidationSet
+from ..corpus import load_text, split_text
+from ..errors import ScratchMLMError
+from ..evaluate import EvalResult, bigram_infill_baseline, unigram_baseline
+from ..files import regular_file
+from ..masking import BertMasker, SpanMasker, WholeWordMasker
+from ..model import BertMLM, TransformerMLM
+from ..subword_tokenizer import DEFAULT_VOCAB_SIZE, SubwordTokenizer
+from ..tokenizer import CharTokenizer
 from .config import ModelConfig, TrainConfig
-from .corpus import load_text, split_text
-from .errors import ScratchMLMError
-from .evaluate import EvalResult, bigram_infill_baseline, unigram_baseline
-from .masking import BertMasker, SpanMasker, WholeWordMasker
-from .model import BertMLM, TransformerMLM
-from .subword_tokenizer import DEFAULT_VOCAB_SIZE, SubwordTokenizer
-from .tokenizer import CharTokenizer
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -235,3 +238,19 @@ class RunData:
         vocab = self.tokenizer.vocab_size
         return [bigram_infill_baseline(self.train_ids, self.valid, vocab, self.tokenizer.mask_id),
                 unigram_baseline(self.train_ids, self.valid, vocab)]
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer a run stored in ``tokenizer.json``: a ``CharTokenizer`` (WordLevel model) or a
+    ``SubwordTokenizer`` (BPE or WordPiece model)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():     # a FIFO would block the read below forever
+        regular_file(path, "tokenizer file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return CharTokenizer.load(path)        # which names exactly what is wrong with the file
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and model.get("type") in ("BPE", "WordPiece"):
+        return SubwordTokenizer.from_json(path.read_text(encoding="utf-8"), path)
+    return CharTokenizer.load(path)

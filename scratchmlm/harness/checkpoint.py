@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ScratchMLMError
+from ..errors import ScratchMLMError
 
 FORMAT_VERSION = 2
 
@@ -225,3 +225,20 @@ def _short_reason(error: Exception) -> str:
     reason = type(error).__name__ + (f": {kept[0]}" if kept else "")
     reason = "".join(character if character.isprintable() else "?" for character in reason)
     return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:
+    """``model.load_state_dict(weights)``, with a mismatch reported as the run's problem."""
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or name not in expected:
+            continue                       # load_state_dict below names what is missing or unexpected
+        if tensor.dtype != expected[name].dtype:   # load_state_dict would cast the bytes silently
+            raise ScratchMLMError(f"{path}: {name} is stored as {str(tensor.dtype).replace('torch.', '')}, but the "
+                                  f"model holds {str(expected[name].dtype).replace('torch.', '')}; the file is damaged "
+                                  f"or was not written by scratchmlm. Use another checkpoint or export again.")
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError) as error:
+        raise ScratchMLMError(f"{path} does not fit the model in config.json: "
+                              f"{str(error).strip().splitlines()[0][:300]}") from None

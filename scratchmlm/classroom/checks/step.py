@@ -15,11 +15,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ..masking import IGNORE_INDEX, MaskedBatch
+from ...masking import IGNORE_INDEX, MaskedBatch
 from . import adapters
-from .guard import Failed, call, grading
+from .guard import Failed, call
 from .properties import generator
-from .report import Item, Report, compare
+from .report import Item, Report, compare, grading
 from .snapshots import bugs_of, load_snapshot
 
 PART = "step"

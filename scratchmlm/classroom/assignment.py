@@ -32,7 +32,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import ScratchMLMError
+from ..errors import ScratchMLMError
 
 # task -> (part number, what the student implements)
 TASKS = {
@@ -43,8 +43,8 @@ TASKS = {
     "noam": (5, "the Noam learning-rate schedule"),
 }
 PROJECT_FILES = ("setup.cfg", "pyproject.toml", "constraints.txt", "LICENSE")   # README.md: written anew
-TEACHER_ONLY = ("checks/mutants.py", "checks/make_snapshots.py", "checks/unseen_bugs.py", "checks/grade.py",
-                "checks/grade_worker.py")
+TEACHER_ONLY = tuple(f"classroom/checks/{name}.py" for name in ("mutants", "make_snapshots", "unseen_bugs", "grade",
+                                                                "grade_worker"))
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?: (?P<task>\w+))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT\b")
@@ -98,7 +98,7 @@ def blank_solutions(source: str, tasks: set[str], where: str) -> str:
 
 
 def project_root() -> Path:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "setup.cfg").is_file():
         raise ScratchMLMError(f"{root} is not a scratchmlm source checkout; 'assignment make' needs one "
                               f"(git clone the project and pip install -e it).")
@@ -193,7 +193,7 @@ Google's BERT does, exactly `round(select_prob * n)` of a row's `n` maskable pos
 both are accepted unless your teacher says otherwise. Clearing the gradients at the start of a
 training step instead of the end is accepted too.
 
-Your code is reached only through `scratchmlm/checks/adapters.py`. If you lay out weights
+Your code is reached only through `scratchmlm/classroom/checks/adapters.py`. If you lay out weights
 differently from the reference (say, separate W_q, W_k, W_v instead of one fused layer), change
 the loading lines there; the checks judge what your code computes.
 """

@@ -4,7 +4,7 @@
 
 The teacher's process (``grade.py``) records the calls its checks make of the adapters, on fresh
 inputs, and writes them to ``EXCHANGE/calls.json`` and ``EXCHANGE/inputs.npz``. This process imports
-the submission's ``scratchmlm/checks/adapters.py`` (and what it imports), answers every call of each
+the submission's ``scratchmlm/classroom/checks/adapters.py`` (and what it imports), answers every call of each
 PART with the submission's code and writes the answers as plain data: ``EXCHANGE/out_PART.json`` and
 ``out_PART.npz`` (arrays only, read back without pickle). Before each part it appends the part's name
 to ``EXCHANGE/progress`` (and ``ready`` once the adapters are imported), so the teacher can time
@@ -12,7 +12,7 @@ it out.
 
 The file is the teacher's and runs from the teacher's install; it imports nothing of scratchmlm but
 the submission's adapters, so the reference implementation is never loaded into the student's
-process, and it leaves out the submission's ``scratchmlm/checks/__init__.py`` (which would load the
+process, and it leaves out the submission's ``scratchmlm/classroom/checks/__init__.py`` (which would load the
 student's copy of every check). Only the standard library, numpy and torch.
 """
 
@@ -41,20 +41,20 @@ def isolate(submission: Path) -> None:
 
 
 def import_adapters(submission: Path):
-    """The submission's ``scratchmlm.checks.adapters``, without running its ``checks/__init__.py``."""
+    """The submission's ``scratchmlm.classroom.checks.adapters``, without running its ``checks/__init__.py``."""
     package = (submission / "scratchmlm").resolve()
-    if not (package / "checks" / "adapters.py").is_file():
-        raise ImportError(f"no scratchmlm/checks/adapters.py in {submission}")
+    if not (package / "classroom" / "checks" / "adapters.py").is_file():
+        raise ImportError(f"no scratchmlm/classroom/checks/adapters.py in {submission}")
     import scratchmlm
     if Path(scratchmlm.__file__).resolve().parent != package:
         raise ImportError(f"scratchmlm was imported from {scratchmlm.__file__}, not from the submission")
-    checks = types.ModuleType("scratchmlm.checks")
-    checks.__path__ = [str(package / "checks")]
-    checks.__spec__ = importlib.machinery.ModuleSpec("scratchmlm.checks", None, is_package=True)
+    checks = types.ModuleType("scratchmlm.classroom.checks")
+    checks.__path__ = [str(package / "classroom" / "checks")]
+    checks.__spec__ = importlib.machinery.ModuleSpec("scratchmlm.classroom.checks", None, is_package=True)
     checks.__spec__.submodule_search_locations = checks.__path__
-    sys.modules["scratchmlm.checks"] = checks
-    adapters = importlib.import_module("scratchmlm.checks.adapters")
-    if Path(adapters.__file__).resolve().parent != package / "checks":
+    sys.modules["scratchmlm.classroom.checks"] = checks
+    adapters = importlib.import_module("scratchmlm.classroom.checks.adapters")
+    if Path(adapters.__file__).resolve().parent != package / "classroom" / "checks":
         raise ImportError(f"the adapters were imported from {adapters.__file__}, not from the submission")
     return adapters
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import ScratchMLMError
+from ..errors import ScratchMLMError
 
 
 @dataclass

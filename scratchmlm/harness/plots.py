@@ -26,10 +26,10 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator, PercentFormatter
 
-from .errors import ScratchMLMError
-from .evaluate import eval_mode
-from .noam import noam_lr
-from .sample import encode_prompt, visible
+from ..errors import ScratchMLMError
+from ..evaluate import eval_mode
+from ..noam import noam_lr
+from ..sample import encode_prompt, visible
 
 PNG_DPI = 120
 FONT_SIZE = 9

@@ -22,8 +22,8 @@ import math
 import torch
 
 from . import adapters
-from .guard import RAISED, YOUR_LINE, Failed, call, grading, raise_failed
-from .report import Item, Report
+from .guard import RAISED, YOUR_LINE, Failed, call, raise_failed
+from .report import Item, Report, grading
 
 PART = "masking"
 TITLE = "Part 1: BERT masking"

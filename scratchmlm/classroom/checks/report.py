@@ -14,13 +14,15 @@ every item passing it is exactly ``points``.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .guard import RAISED, YOUR_LINE, Failed
+from .guard import (PART_TIME_LIMIT, RAISED, YOUR_LINE, Failed, StudentCodeFailed, TimeLimitExceeded, failure,
+                    time_limit)
 
 
 class NotImplementedYet(Exception):
@@ -187,3 +189,22 @@ def name_one_bug(report: Report, causes: dict[str, str]) -> None:
         for item in report.items:
             if not item.passed and item.cause != RAISED:
                 item.cause = cause
+
+
+@contextlib.contextmanager
+def grading(report, planned_items: int):
+    """Run a check's body for ``report``: a stub becomes ``not_implemented``; anything else that
+    escapes becomes one failed item worth the items still ungraded (``planned_items`` in all), so a
+    crash never scores more than the items that were really graded."""
+    try:
+        with time_limit(PART_TIME_LIMIT, f"the {report.part} check"):
+            yield report
+    except NotImplementedError as error:
+        report.not_implemented = str(error) or "NotImplementedError"
+    except (Exception, TimeLimitExceeded) as error:
+        failed = error.failed if isinstance(error, StudentCodeFailed) else failure(error)
+        remaining = max(planned_items - len(report.items), 1)
+        report.add(Item(f"the rest of the check ({remaining} item{'s' if remaining > 1 else ''}) could not run",
+                        False, f"{failed.reason}" + (f"\n{YOUR_LINE}{failed.where}" if failed.where else ""),
+                        "your code raised an exception, or returned something the check cannot use: "
+                        "fix that first", weight=remaining))

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import ScratchMLMError
+from ..errors import ScratchMLMError
 
 FAST_VARIABLE = "SCRATCHMLM_FAST"
 THREADS_VARIABLE = "SCRATCHMLM_THREADS"
-DEMO_RUN = Path(__file__).resolve().parent / "demo"
+DEMO_RUN = Path(__file__).resolve().parents[1] / "demo"
 
 
 def fast_mode() -> bool:

@@ -13,8 +13,9 @@ from importlib import metadata
 
 import torch
 
+from .. import __version__
+from ..corpus import TINY_SHAKESPEARE_FILE, TINY_SHAKESPEARE_SHA256, data_dir, sha256_of_file
 from .build import resolve_device
-from .corpus import TINY_SHAKESPEARE_FILE, TINY_SHAKESPEARE_SHA256, data_dir, sha256_of_file
 
 
 def _version(package: str) -> str | None:
@@ -26,8 +27,6 @@ def _version(package: str) -> str | None:
 
 def environment_report() -> dict:
     """The report as a JSON-ready dict."""
-    from . import __version__
-
     directory = data_dir()
     corpus = directory / TINY_SHAKESPEARE_FILE
     present = corpus.is_file()

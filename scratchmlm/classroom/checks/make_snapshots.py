@@ -1,6 +1,6 @@
 """Freeze the reference outputs, and each known bug's, that the graded checks compare against.
 
-    python -m scratchmlm.checks.make_snapshots [PART ...]
+    python -m scratchmlm.classroom.checks.make_snapshots [PART ...]
 
 Run by the teacher (and only after changing a check's inputs): the outputs come from the
 reference implementation in this checkout, in float64 with dropout off.
@@ -150,7 +150,7 @@ def noam_snapshot(seed: int | None = None) -> dict[str, torch.Tensor]:
 
 
 def step_snapshot(seed: int | None = None) -> dict[str, torch.Tensor]:
-    from ..masking import IGNORE_INDEX, MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED
+    from ...masking import IGNORE_INDEX, MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED
     from .step import StandInModel, run_cases
 
     rng = torch.Generator().manual_seed(2026 if seed is None else seed)

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
+from ..errors import ScratchMLMError
 from .build import build_model, check_model_memory, resolve_device
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_model_state
 from .config import RunConfig, read_json
-from .errors import ScratchMLMError
-from .tokenizer import load_tokenizer
+from .export import check_export_target, is_export, load_export, write_export
 
 CHECKPOINT_KEYS = {"step": int, "device_type": str, "config": dict, "vocab": list, "valid_fingerprint": str,
                    "model": dict, "optimizer": dict, "scheduler": dict, "best_loss": float,
@@ -176,8 +177,6 @@ class RunDirectory:
         """``run.json``: where the text came from, its sha256, and the versions that trained on it."""
         import numpy
         import tokenizers
-
-        from . import __version__
 
         record = {"data": data, "data_sha256": text_sha256(text), "data_characters": len(text),
                   "versions": {"scratchmlm": __version__, "python": platform.python_version(),
@@ -330,23 +329,6 @@ def _short(value, limit: int = 60) -> str:
 
 # -- reading a trained run back -------------------------------------------------------------------
 
-def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:
-    """``model.load_state_dict(weights)``, with a mismatch reported as the run's problem."""
-    expected = model.state_dict()
-    for name, tensor in weights.items():
-        if not isinstance(tensor, torch.Tensor) or name not in expected:
-            continue                       # load_state_dict below names what is missing or unexpected
-        if tensor.dtype != expected[name].dtype:   # load_state_dict would cast the bytes silently
-            raise ScratchMLMError(f"{path}: {name} is stored as {str(tensor.dtype).replace('torch.', '')}, but the "
-                                  f"model holds {str(expected[name].dtype).replace('torch.', '')}; the file is damaged "
-                                  f"or was not written by scratchmlm. Use another checkpoint or export again.")
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError, KeyError) as error:
-        raise ScratchMLMError(f"{path} does not fit the model in config.json: "
-                              f"{str(error).strip().splitlines()[0][:300]}") from None
-
-
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"):
     """A trained model and its tokenizer from a run directory: ``(model, tokenizer, config, state)``.
 
@@ -357,8 +339,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
     one set of weights, which is returned whatever ``checkpoint`` says (``state["checkpoint"]``
     names the one it was exported from).
     """
-    from .export import is_export, load_export
-
     if is_export(run_dir):
         return load_export(run_dir, device)
     run = RunDirectory(run_dir)
@@ -382,3 +362,14 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
     load_model_state(model, state["model"], path)
     model.set_fused_attention(config.train.fused_attention)
     return model.to(resolve_device(device)).eval(), tokenizer, config, state
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best") -> Path:
+    """Export a run's ``best`` or ``last`` checkpoint (``export.write_export``) into ``out`` (default
+    ``<run_dir>/export``); returns ``out``. ``load_pretrained(out)`` or ``load_run(out)`` reads it back.
+    """
+    run_dir = Path(run_dir)
+    out = run_dir / "export" if out is None else Path(out)
+    check_export_target(out)            # before the run is read: a wrong --out is named at once
+    model, tokenizer, config, state = load_run(run_dir, checkpoint, "cpu")
+    return write_export(out, model, tokenizer, config, {**state, "checkpoint": state.get("checkpoint", checkpoint)})

@@ -14,7 +14,7 @@ A grade is made here instead, from the teacher's install:
    numbers; torch's global RNG state at the call). The inputs alone go to a temporary folder;
    no expected output ever leaves this process.
 3. **Answer.** ``grade_worker.py`` runs under its own Python process, with the submission first on
-   ``sys.path``: it imports the submission's ``scratchmlm/checks/adapters.py`` (and what that
+   ``sys.path``: it imports the submission's ``scratchmlm/classroom/checks/adapters.py`` (and what that
    imports), nothing else of the submission and nothing of the teacher's scratchmlm, makes every
    recorded call and writes the results back as JSON and ``.npz`` (read here with
    ``allow_pickle=False``). Each part has a wall-clock limit; a part that hangs or kills the process
@@ -48,7 +48,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from ..errors import ScratchMLMError
+from ...errors import ScratchMLMError
 from . import PARTS
 from . import adapters as reference
 from . import attention as attention_check
@@ -57,8 +57,8 @@ from . import make_snapshots
 from . import masking as masking_check
 from . import noam as noam_check
 from . import step as step_check
-from .report import Item, Report
 from .properties import NO_MODULE
+from .report import Item, Report
 from .step import one_thread
 
 CHECK_MODULES = {"masking": masking_check, "attention": attention_check, "encoder": encoder_check,
@@ -546,7 +546,7 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
             raise GraderError(f"the reference implementation fails the {part} check on seed {seed}; the grader "
                               f"is broken, not the submission:\n{report.to_text()}")
     problem = ("" if (submission / "scratchmlm" / "checks" / "adapters.py").is_file()
-               else f"no scratchmlm/checks/adapters.py in {submission}")
+               else f"no scratchmlm/classroom/checks/adapters.py in {submission}")
     reports = []
     with tempfile.TemporaryDirectory(prefix="scratchmlm-grade-") as folder:
         folder = Path(folder)
@@ -566,7 +566,7 @@ def locate_copy(submission: Path) -> Path:
     that holds it (an upload of the whole ``hw1/`` folder)."""
     if (submission / "scratchmlm").is_dir():
         return submission
-    found = [path.parents[2] for path in submission.glob("*/scratchmlm/checks/adapters.py")]
+    found = [path.parents[3] for path in submission.glob("*/scratchmlm/classroom/checks/adapters.py")]
     return found[0] if len(found) == 1 else submission
 
 
