@@ -1,5 +1,5 @@
 """The CUDA path: skipped on machines without a GPU (CI has none); run on one with
-``python -m pytest -q -m cuda``. Figures measured on a GPU are in the README's Speed section.
+``python -m pytest -q -m cuda``. Figures measured on a GPU are in experiments/README.md.
 
 - the training step queues its work without ever waiting for the GPU (no host sync), eagerly,
   under bf16 autocast and compiled;

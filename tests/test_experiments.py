@@ -96,7 +96,7 @@ def test_the_benchmarks_flops_per_token_are_what_torch_counts_on_the_real_model(
             model(ids).sum().backward()
         tokens = sizes["batch_size"] * sizes["seq_len"]
         assert bench.training_flops_per_token(**sizes) == counter.get_total_flops() / tokens
-    assert round(bench.training_flops_per_token(**bench.SEED) / 1e6, 2) == 5.07      # the README's figure
+    assert round(bench.training_flops_per_token(**bench.SEED) / 1e6, 2) == 5.07      # experiments/README.md's figure
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_every_preset_loads_and_validates():
 
 def test_seed_preset_is_the_defaults_and_fast_changes_only_what_it_says():
     assert changed_settings(preset("seed")) == {}
-    # the levers measured in experiments/results/time_to_accuracy/ (README, Speed)
+    # the levers measured in experiments/results/time_to_accuracy/ (experiments/README.md)
     assert changed_settings(preset("fast")) == {"model.dropout": 0.0, "train.warmup": 500}   # factor 1: the default
     assert changed_settings(preset("bert")) == {"model.architecture": "bert", "model.norm_first": False,
                                                  "model.positional": "learned", "model.layer_norm_eps": 1e-12}

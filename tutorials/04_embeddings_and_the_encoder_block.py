@@ -292,8 +292,8 @@ for std in INIT_STDS:
 # > the residual stream is an uninterrupted sum from the embeddings to the final norm, so each
 # > layer has a direct additive path to the loss, which keeps early training stable. The price is
 # > the un-normalised stream, hence `final_norm`, and a stream that grows with depth. With only six
-# > layers the difference is small in practice: the README's ablation finds post-norm at 0.356
-# > top-1 after 1000 steps against 0.365 for pre-norm.
+# > layers the difference is small in practice: the ablation in `experiments/README.md` finds
+# > post-norm at 0.356 top-1 after 1000 steps against 0.365 for pre-norm.
 #
 # > **Why residual connections at all?** `x + f(x)` makes "do nothing" the easy default for a
 # > layer (f ≈ 0, as with the small init here), so a deep stack starts as a near-identity map
