@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ..errors import ScratchMLMError
-from ..files import regular_file, resolved
+from ..files import regular_file, resolved, write_atomically
 from .config import PRESETS, ModelConfig, RunConfig, TrainConfig, preset
 from .interrupt import SIGNAL_NAMES, Terminated, raise_terminated
 
@@ -479,7 +479,7 @@ def cmd_export(args) -> int:
         for path in sorted(out.iterdir()):
             print(path)
         return 0
-    from .export import export_run
+    from .run_dir import export_run
 
     out = export_run(args.run, args.out, args.checkpoint)
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
@@ -628,7 +628,7 @@ def cmd_grade(args) -> int:
         print(text)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+        write_atomically(args.out, text + "\n", "grade report")
         print(f"{result.score:g}/{result.max_score:g} points, seed {result.seed}: wrote {args.out}")
     return 0 if result.passed else 1
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ScratchMLMError
-from ..files import regular_file
+from ..files import regular_file, write_atomically
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -249,11 +248,8 @@ class RunConfig:
                    train=_from_dict(TrainConfig, data.get("train", {}), "train"))
 
     def save(self, path: str | Path) -> None:
-        """Write ``config.json`` atomically (temp file, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
+        """Write ``config.json`` atomically (``scratchmlm.files.write_atomically``)."""
+        write_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n", "configuration")
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
