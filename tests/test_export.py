@@ -206,3 +206,31 @@ def test_export_refuses_a_folder_holding_other_files(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("scratchmlm: error: ") and "notes.txt" in result.stderr
     assert result.stderr.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# -- the package's limits, and what it is given ----------------------------------------------------
+
+def test_a_header_over_the_packages_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as file:                     # sparse: 100 MiB + 1 of header, no disk used
+        file.write(struct.pack("<Q", 100 * 2**20 + 1))
+        file.truncate(8 + 101 * 2**20)
+    with pytest.raises(sm.ScratchMLMError) as error:
+        load_safetensors(path)
+    assert "header too large" in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ({"a": torch.zeros(2, dtype=torch.complex128)}, "Cannot store a torch.complex128 tensor"),
+    ({"a": [1.0, 2.0]}, "only tensors go into a safetensors file, got a list"),
+    ({"__metadata__": torch.zeros(2)}, "cannot be named '__metadata__'"),
+])
+def test_what_safetensors_cannot_hold_is_one_line_and_writes_nothing(tmp_path, tensors, message):
+    with pytest.raises(sm.ScratchMLMError) as error:
+        save_safetensors(tensors, tmp_path / "model.safetensors")
+    assert message in str(error.value) and "\n" not in str(error.value) and list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_weights_file_is_one_line(tmp_path):
+    with pytest.raises(sm.ScratchMLMError, match="does not exist; check the path"):
+        load_safetensors(tmp_path / "model.safetensors")
