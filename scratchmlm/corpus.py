@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScratchMLMError
-from .files import regular_file, resolved
+from .files import regular_file, resolved, write_atomically
 
 TINY_SHAKESPEARE = "tinyshakespeare"
 TINY_SHAKESPEARE_FILE = "tinyshakespeare.txt"
@@ -85,12 +84,7 @@ def tiny_shakespeare_path(directory: Path | None = None, download: bool = True,
             f"The download from {url} has sha256 {actual}, expected {TINY_SHAKESPEARE_SHA256}; "
             f"it was not saved. {_how_to_supply(target)}"
         )
-    with tempfile.NamedTemporaryFile(dir=directory, delete=False, suffix=".part") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, target)
-    return target
+    return write_atomically(target, payload, "corpus")
 
 
 def read_text(path: str | Path) -> str:

@@ -57,6 +57,40 @@ class MaskedBatch:
         return MaskedBatch(self.inputs.to(device), self.labels.to(device), self.kinds.to(device))
 
 
+def check_probabilities(select_prob: float, mask_token_prob: float, random_token_prob: float) -> None:
+    """The masker's three probabilities: ``select_prob`` in (0, 1] (with 0 nothing is ever scored),
+    the other two in [0, 1] and together at most 1 (the rest stays unchanged)."""
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not is_number(select_prob) or not 0.0 < select_prob <= 1.0:
+        raise ScratchMLMError(f"select_prob must be a probability in (0, 1] (with 0 nothing is ever scored), "
+                              f"got {select_prob!r}.")
+    for name, value in (("mask_token_prob", mask_token_prob), ("random_token_prob", random_token_prob)):
+        if not is_number(value) or not 0.0 <= value <= 1.0:
+            raise ScratchMLMError(f"{name} must be a probability in [0, 1], got {value!r}.")
+    if mask_token_prob + random_token_prob > 1.0 + 1e-12:
+        raise ScratchMLMError(f"mask_token_prob + random_token_prob must be at most 1 (the rest stays unchanged), "
+                              f"got {mask_token_prob} + {random_token_prob} = {mask_token_prob + random_token_prob}.")
+
+
+def check_span(span_mean: float, select_prob: float) -> None:
+    """``span_mean`` is at least 1, and ``select_prob`` is reachable with spans of that mean length
+    (see ``SpanMasker``: the chain's start probability ``r`` is at most 1)."""
+    if not (isinstance(span_mean, (int, float)) and not isinstance(span_mean, bool) and span_mean >= 1.0):
+        raise ScratchMLMError(f"span_mean must be at least 1 (a span holds at least one token), got {span_mean!r}.")
+    if select_prob >= 1.0 or span_start_prob(span_mean, select_prob) > 1.0:
+        raise ScratchMLMError(
+            f"select_prob {select_prob} with span_mean {span_mean} is not reachable: spans are separated by at "
+            f"least one unselected token, so select_prob must be at most span_mean / (span_mean + 1) = "
+            f"{span_mean / (span_mean + 1):.3f}. Lower --select-prob or raise --span-mean.")
+
+
+def span_start_prob(span_mean: float, select_prob: float) -> float:
+    """``r = q p / (1 - p)`` with ``q = 1 / span_mean``: a span starts outside one with this probability."""
+    return (1.0 / span_mean) * select_prob / (1.0 - select_prob)
+
+
 def _check_arguments(masker, ids, rng, rows: bool = False) -> None:
     """A masker takes an integer tensor of ids (``[batch, seq]`` when ``rows``) and a
     ``torch.Generator`` on the same device."""
@@ -89,15 +123,7 @@ class BertMasker:
     def __init__(self, mask_id: int, replacement_ids, never_select_ids=(),
                  select_prob: float = 0.15, mask_token_prob: float = 0.8,
                  random_token_prob: float = 0.1):
-        for name, value in (("select_prob", select_prob), ("mask_token_prob", mask_token_prob),
-                            ("random_token_prob", random_token_prob)):
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ScratchMLMError(f"{name} must be a probability in [0, 1], got {value!r}.")
-        if mask_token_prob + random_token_prob > 1.0 + 1e-12:
-            raise ScratchMLMError(
-                f"mask_token_prob + random_token_prob must be at most 1 (the rest stays unchanged), "
-                f"got {mask_token_prob} + {random_token_prob} = {mask_token_prob + random_token_prob}."
-            )
+        check_probabilities(select_prob, mask_token_prob, random_token_prob)
         replacement_ids = torch.as_tensor(list(replacement_ids), dtype=torch.long)
         never = sorted(set(int(i) for i in never_select_ids) | {int(mask_id)})
         if replacement_ids.numel() == 0 and random_token_prob > 0:
@@ -278,17 +304,10 @@ class SpanMasker(BertMasker):
     def __init__(self, mask_id: int, replacement_ids, never_select_ids=(), span_mean: float = 3.0,
                  **probabilities):
         super().__init__(mask_id, replacement_ids, never_select_ids, **probabilities)
-        if not (isinstance(span_mean, (int, float)) and span_mean >= 1.0):
-            raise ScratchMLMError(f"span_mean must be at least 1 (a span holds at least one token), got {span_mean!r}.")
+        check_span(span_mean, self.select_prob)
         self.span_mean = float(span_mean)
         self.end_prob = 1.0 / self.span_mean
-        p = self.select_prob
-        self.start_prob = self.end_prob * p / (1.0 - p) if p < 1.0 else 1.0
-        if self.start_prob > 1.0:
-            raise ScratchMLMError(
-                f"select_prob {p} with span_mean {span_mean} is not reachable: spans are separated by at least "
-                f"one unselected token, so select_prob must be at most span_mean / (span_mean + 1) = "
-                f"{span_mean / (span_mean + 1):.3f}. Lower --select-prob or raise --span-mean.")
+        self.start_prob = span_start_prob(self.span_mean, self.select_prob)
 
     @classmethod
     def for_tokenizer(cls, tokenizer, span_mean: float = 3.0, **probabilities) -> "SpanMasker":

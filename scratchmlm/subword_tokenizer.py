@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from .errors import ScratchMLMError
-from .tokenizer import MASK, PAD, SPECIAL_TOKENS, UNK, write_tokenizer_file
+from .files import write_atomically
+from .tokenizer import MASK, PAD, SPECIAL_TOKENS, UNK
 
 SUBWORD_KINDS = ("bpe", "wordpiece")
 DEFAULT_VOCAB_SIZE = 1000
@@ -222,7 +223,7 @@ class SubwordTokenizer:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the Hugging Face ``tokenizer.json`` atomically (temporary file, then rename)."""
-        write_tokenizer_file(path, self.hf.to_str(pretty=True))
+        write_atomically(path, self.hf.to_str(pretty=True) + "\n", "tokenizer")
 
     @classmethod
     def from_json(cls, text: str, path: str | Path = "tokenizer.json") -> "SubwordTokenizer":

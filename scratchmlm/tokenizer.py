@@ -17,7 +17,6 @@ loads it and gives the same ids. :meth:`CharTokenizer.load` reads it back (and s
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import ScratchMLMError
+from .files import write_atomically
 
 PAD, MASK, UNK = "[PAD]", "[MASK]", "[UNK]"
 SPECIAL_TOKENS = (PAD, MASK, UNK)
@@ -158,7 +158,7 @@ class CharTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write a Hugging Face ``tokenizer.json`` (UTF-8, atomically: temp file, then rename)."""
-        write_tokenizer_file(path, self.to_huggingface().to_str(pretty=True))
+        write_atomically(path, self.to_huggingface().to_str(pretty=True) + "\n", "tokenizer")
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
@@ -180,24 +180,6 @@ class CharTokenizer:
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
-
-
-def write_tokenizer_file(path: str | Path, contents: str) -> None:
-    """Write ``contents`` to ``path`` as UTF-8, atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
-            file.write(contents + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if not isinstance(error, OSError):
-            raise
-        raise ScratchMLMError(f"Cannot write the tokenizer to {path}: "
-                              f"{error.strerror or type(error).__name__}.") from None
 
 
 # -- reading tokenizer.json ----------------------------------------------------------------------

@@ -195,7 +195,7 @@ def test_config_file_and_flags(tmp_path):
     (["--adam-beta1", "1.5"], "adam_beta1 must be in [0, 1)"),
     (["--adam-eps", "-1"], "adam_eps must be positive"),
     (["--noam-factor", "0"], "noam_factor must be positive"),
-    (["--select-prob", "0"], "select_prob must be in (0, 1]"),
+    (["--select-prob", "0"], "select_prob must be a probability in (0, 1]"),
     (["--batch-size", "0"], "batch_size must be a positive integer"),
     (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
     (["--device", "cuda:abc"], "Unknown device"),

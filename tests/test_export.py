@@ -1,5 +1,6 @@
-"""Export: a hand-written safetensors reader and writer that agree with the safetensors package,
-and an exported folder that gives the run's logits bit for bit without unpickling anything."""
+"""Export: safetensors files written and read through the safetensors package (damaged files are
+one-line errors naming the file), and an exported folder that gives the run's logits bit for bit
+without unpickling anything."""
 
 import json
 import os
@@ -77,23 +78,29 @@ GOOD = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
 
 
 @pytest.mark.parametrize("raw, message", [
-    (b"\x01\x02", "fewer than the 8"),
-    (_file(GOOD, FOUR_FLOATS, header_length=10**6), "runs past the end of the file"),
-    (_file(GOOD, FOUR_FLOATS[:-1]), "(truncated)"),
-    (_file(GOOD, FOUR_FLOATS + b"\0"), "(extra bytes at the end)"),
-    (_text_file("{oops", FOUR_FLOATS), "not valid JSON"),
-    (struct.pack("<Q", 2) + b"\xff\xfe", "not UTF-8"),
-    (_file([1, 2], b""), "not a JSON object"),
-    (_file({**GOOD, "a": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}, FOUR_FLOATS), "dtype 'F7'"),
-    (_file({**GOOD, "a": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}}, FOUR_FLOATS), "dtype ['F32']"),
+    (b"\x01\x02", "header too small"),
+    (_file(GOOD, FOUR_FLOATS, header_length=10**6), "invalid header length"),
+    (_file(GOOD, FOUR_FLOATS[:-1]), "file not fully covered"),
+    (_file(GOOD, FOUR_FLOATS + b"\0"), "file not fully covered"),
+    (_text_file("{oops", FOUR_FLOATS), "invalid JSON in header"),
+    (struct.pack("<Q", 2) + b"\xff\xfe", "invalid UTF-8 in header"),
+    (_file([1, 2], b""), "invalid type: sequence"),
+    (_file({**GOOD, "a": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}, FOUR_FLOATS),
+     "unknown variant `F7`"),
+    (_file({**GOOD, "a": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}}, FOUR_FLOATS),
+     "invalid type: sequence, expected string"),
     (_file({**GOOD, "a": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}}, FOUR_FLOATS),
-     "integers >= 0"),
-    (_file({**GOOD, "a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, FOUR_FLOATS), "needs 12 bytes"),
-    (_file({**GOOD, "a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, FOUR_FLOATS), "integers >= 0"),
-    (_file({**GOOD, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, FOUR_FLOATS), "overlaps"),
-    (_file({**GOOD, "b": {"dtype": "F32", "shape": [1], "data_offsets": [12, 16]}}, FOUR_FLOATS), "a gap before"),
-    (_file({**GOOD, "a": {"dtype": "F32", "shape": [2]}}, FOUR_FLOATS), "exactly dtype, shape and data_offsets"),
-    (_file({**GOOD, "__metadata__": {"step": 3}}, FOUR_FLOATS), "map strings to strings"),
+     "expected usize"),
+    (_file({**GOOD, "a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, FOUR_FLOATS),
+     "invalid shape, data type, or offset"),
+    (_file({**GOOD, "a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, FOUR_FLOATS),
+     "integer `-2`, expected usize"),
+    (_file({**GOOD, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, FOUR_FLOATS),
+     "invalid offset for tensor `b`"),
+    (_file({**GOOD, "b": {"dtype": "F32", "shape": [1], "data_offsets": [12, 16]}}, FOUR_FLOATS),
+     "invalid offset for tensor `b`"),
+    (_file({**GOOD, "a": {"dtype": "F32", "shape": [2]}}, FOUR_FLOATS), "missing field `data_offsets`"),
+    (_file({**GOOD, "__metadata__": {"step": 3}}, FOUR_FLOATS), "integer `3`, expected a string"),
     (_text_file(json.dumps(GOOD)[:-1] + ', "a": ' + json.dumps(GOOD["a"]) + "}", FOUR_FLOATS), "names 'a' twice"),
 ])
 def test_a_damaged_file_is_a_clear_error(tmp_path, raw, message):
@@ -199,3 +206,31 @@ def test_export_refuses_a_folder_holding_other_files(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("scratchmlm: error: ") and "notes.txt" in result.stderr
     assert result.stderr.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# -- the package's limits, and what it is given ----------------------------------------------------
+
+def test_a_header_over_the_packages_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as file:                     # sparse: 100 MiB + 1 of header, no disk used
+        file.write(struct.pack("<Q", 100 * 2**20 + 1))
+        file.truncate(8 + 101 * 2**20)
+    with pytest.raises(sm.ScratchMLMError) as error:
+        load_safetensors(path)
+    assert "header too large" in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ({"a": torch.zeros(2, dtype=torch.complex128)}, "Cannot store a torch.complex128 tensor"),
+    ({"a": [1.0, 2.0]}, "only tensors go into a safetensors file, got a list"),
+    ({"__metadata__": torch.zeros(2)}, "cannot be named '__metadata__'"),
+])
+def test_what_safetensors_cannot_hold_is_one_line_and_writes_nothing(tmp_path, tensors, message):
+    with pytest.raises(sm.ScratchMLMError) as error:
+        save_safetensors(tensors, tmp_path / "model.safetensors")
+    assert message in str(error.value) and "\n" not in str(error.value) and list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_weights_file_is_one_line(tmp_path):
+    with pytest.raises(sm.ScratchMLMError, match="does not exist; check the path"):
+        load_safetensors(tmp_path / "model.safetensors")

@@ -90,7 +90,7 @@ def test_a_run_whose_first_save_failed_can_be_started_again(text_file, tmp_path,
 
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "_write_then_rename", disk_full)
+        patch.setattr(checkpoint.torch, "save", disk_full)     # torch.save writes into the checkpoint file
         assert train(run, text_file, "--steps", "2") == 2
     assert "No space left" in one_error_line(capsys)
     assert train(run, text_file, "--steps", "2") == 0

@@ -108,7 +108,7 @@ def test_load_accepts_the_old_chartokenizer_format(tmp_path, tokenizer):
 
 
 def test_save_to_a_missing_directory_is_a_clear_error(tmp_path, tokenizer):
-    with pytest.raises(ScratchMLMError, match="Cannot write the tokenizer to .*nowhere"):
+    with pytest.raises(ScratchMLMError, match="Could not write tokenizer .*nowhere"):
         tokenizer.save(tmp_path / "nowhere" / "tokenizer.json")
 
 

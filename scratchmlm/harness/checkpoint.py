@@ -9,12 +9,13 @@ order, and every key and value is fed in with its type (tensors as dtype, shape 
 other values by ``repr``), so ``1``, ``1.0``, ``True`` and ``"1"`` differ, and so do a ``[4]`` and
 a ``[2, 2]`` tensor with the same bytes.
 
-Writing. ``save_checkpoint`` writes to ``<name><8 random characters>.tmp`` in the target's
-directory, flushes it to disk (fsync), renames it over the target and fsyncs the directory: an
-interruption leaves the old or the new checkpoint, never half of one. Temporaries left behind by
-earlier interrupted saves of the same target are removed first. The temporary is created with mode
-0o666, less the umask, like any new file. A failure (disk full, no permission, ...) removes the
-temporary, keeps the old checkpoint and is a ``ScratchMLMError`` naming the path and the reason.
+Writing. ``save_checkpoint`` has ``torch.save`` write into the temporary file of
+``scratchmlm.files.write_atomically`` (beside the target; fsync, rename, directory fsync; mode
+0o666 less the umask): an interruption leaves the old or the new checkpoint, never half of one.
+Temporaries that earlier saves of the same target left when they were killed outright are removed
+first (the run directory is locked: no other process writes there). A failure (disk full, no
+permission, ...) keeps the old checkpoint and is a ``ScratchMLMError`` naming the path, the reason
+and the fix.
 
 Reading. ``load_checkpoint`` loads with ``weights_only=True`` and returns the dict the caller saved
 (with ``"format_version"``; without ``"sha256"``). Every failure is a one-line ``ScratchMLMError``:
@@ -28,16 +29,14 @@ the wrong type.
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import re
-import secrets
 import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import ScratchMLMError
+from ..files import remove_leftover_temporaries, write_atomically
 
 FORMAT_VERSION = 2
 
@@ -57,49 +56,11 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     state["sha256"] = state_sha256(state)   # refuses values that are not of the allowed types
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(path)
-        _write_then_rename(state, path)
     except OSError as error:
-        raise ScratchMLMError(f"Could not write checkpoint {path}: {_os_reason(error)} (the previous checkpoint "
-                              f"is kept). Free some disk space or fix the permissions of {path.parent}.") from None
-    try:
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)   # make the rename itself durable
-        finally:
-            os.close(directory)
-    except OSError as error:
-        raise ScratchMLMError(f"Checkpoint {path} was written, but {path.parent} could not be synced to disk "
-                              f"({_os_reason(error)}); it may be lost in a crash. Check the disk.") from None
-    return path
-
-
-def _write_then_rename(state: dict, path: Path) -> None:
-    """Write ``state`` to a fresh temporary beside ``path``, fsync it, rename it to ``path``."""
-    temporary = path.with_name(f"{path.name}{secrets.token_hex(4)}.tmp")
-    # Serialise in memory first: torch.save reports a failed file write (disk full, file too large)
-    # as an opaque RuntimeError, a plain write reports it as the OSError it is.
-    payload = io.BytesIO()
-    torch.save(state, payload)
-    # Mode 0o666 lets the OS apply the umask, as for any new file (tempfile would give 0o600).
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(descriptor, "wb") as handle:
-            handle.write(payload.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``<name><8 characters>.tmp`` files that earlier, interrupted saves of ``path`` left."""
-    pattern = re.compile(re.escape(path.name) + r"[a-z0-9_]{8}\.tmp")
-    for candidate in path.parent.iterdir():
-        if pattern.fullmatch(candidate.name) and candidate.is_file():
-            candidate.unlink(missing_ok=True)
+        raise ScratchMLMError(f"Could not create the directory {path.parent} for checkpoint {path}: "
+                              f"{_os_reason(error)}. Fix the permissions of its parent.") from None
+    remove_leftover_temporaries(path)
+    return write_atomically(path, lambda file: torch.save(state, file), "checkpoint")
 
 
 def _os_reason(error: OSError) -> str:

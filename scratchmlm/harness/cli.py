@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -27,8 +26,8 @@ import time
 from pathlib import Path
 
 from ..errors import ScratchMLMError
-from ..files import regular_file, resolved
-from .config import PRESETS, ModelConfig, RunConfig, TrainConfig, preset
+from ..files import regular_file, resolved, write_atomically
+from .config import PRESETS, ModelConfig, RunConfig, TrainConfig, check_resumed_config, preset
 from .interrupt import SIGNAL_NAMES, Terminated, raise_terminated
 
 
@@ -87,12 +86,6 @@ def _check_unicode(text: str, name: str) -> None:
         shown = f"byte {byte - 0xDC00:#04x}" if 0xDC80 <= byte <= 0xDCFF else f"character U+{byte:04X}"
         raise ScratchMLMError(f"{flag} is not valid UTF-8 text ({shown} at character {error.start}); "
                               f"type it in a UTF-8 terminal or convert it first.") from None
-
-
-def _tqdm_disabled() -> bool:
-    """Whether ``TQDM_DISABLE`` asks for no progress bar (tqdm itself ignores it when the bar's
-    ``disable`` is passed explicitly, so the command line reads it too)."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _print_json(data) -> None:
@@ -269,18 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args) -> tuple[RunConfig, dict]:
-    """The configuration: defaults, then --config, then flags; and the flags that were given."""
+def _run_config(args) -> RunConfig:
+    """The configuration: defaults, then --config, then flags."""
     if args.config and args.preset:
         raise ScratchMLMError("Give --config or --preset, not both (flags override either).")
     config = RunConfig.load(args.config) if args.config else preset(args.preset) if args.preset else RunConfig()
-    overrides = {key: value for key, value in vars(args).items() if "." in key and value is not None}
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        setattr(getattr(config, section), name, value)
+    _apply_flags(config, args)
     config.train.validate()
     config.model.validate()
-    return config, overrides
+    return config
+
+
+def _apply_flags(config: RunConfig, args) -> None:
+    """Set the settings given as flags (``--d-model 64`` is ``model.d_model``) in ``config``."""
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".")
+            setattr(getattr(config, section), name, value)
 
 
 def _new_run_dir() -> Path:
@@ -331,16 +329,14 @@ def _train(args, world) -> int:
                                   f"wrote one holds nothing to resume); start it with the command that "
                                   f"started it, without --resume.")
         config = RunConfig.load(args.run_dir / "config.json")
-        _, overrides = _run_config(args)
-        changed = sorted(k for k in overrides if k != "train.steps")
-        if changed:
-            raise ScratchMLMError(f"A resumed run keeps its configuration; only --steps may change "
-                                  f"(got {', '.join('--' + k.split('.')[1].replace('_', '-') for k in changed)}).")
-        config.train.steps = overrides.get("train.steps", config.train.steps)
+        requested = RunConfig.from_dict(config.to_dict())
+        _apply_flags(requested, args)
+        check_resumed_config(config.to_dict(), requested.to_dict(), f"in {args.run_dir / 'config.json'}")
+        config.train.steps = requested.train.steps
     else:
-        config, _ = _run_config(args)
+        config = _run_config(args)
     run_dir = args.run_dir or _new_run_dir()
-    trainer = Trainer(config, run_dir, resume=args.resume, progress=not (args.quiet or _tqdm_disabled()),
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=not args.quiet,
                       world=world)
     if trainer.restarted and world.is_main:
         print(f"scratchmlm: {run_dir} held a run stopped before its first checkpoint (nothing trained yet); "
@@ -479,7 +475,7 @@ def cmd_export(args) -> int:
         for path in sorted(out.iterdir()):
             print(path)
         return 0
-    from .export import export_run
+    from .run_dir import export_run
 
     out = export_run(args.run, args.out, args.checkpoint)
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
@@ -628,7 +624,7 @@ def cmd_grade(args) -> int:
         print(text)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+        write_atomically(args.out, text + "\n", "grade report")
         print(f"{result.score:g}/{result.max_score:g} points, seed {result.seed}: wrote {args.out}")
     return 0 if result.passed else 1
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ScratchMLMError
-from ..files import regular_file
+from ..files import regular_file, write_atomically
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -53,15 +52,13 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_len"):
             if getattr(self, name) < 1:
                 raise ScratchMLMError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
-        if self.d_model % self.num_heads:
-            raise ScratchMLMError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}): each head "
-                f"gets d_model / num_heads dimensions. Try --num-heads "
-                f"{max(h for h in range(1, min(self.num_heads, self.d_model) + 1) if self.d_model % h == 0)}."
-            )
-        if not (self.dropout == 0.0 or 1 / 65536 < self.dropout < 1 - 1 / 65536):
-            raise ScratchMLMError(f"dropout must be 0 or between 1/65536 and 1 - 1/65536 (the resolution of "
-                                  f"scratchmlm's Dropout), got {self.dropout}.")
+        # The modules' own checks (imported here, not at the top: the command line reads this module
+        # for its flags, and `scratchmlm --help` imports no torch).
+        from ..model.attention import check_heads
+        from ..model.dropout import check_dropout
+
+        as_config_error(check_heads, self.d_model, self.num_heads)
+        as_config_error(check_dropout, self.dropout)
         if not self.init_std > 0:
             raise ScratchMLMError(f"init_std must be positive, got {self.init_std}.")
         if not self.layer_norm_eps > 0:
@@ -136,15 +133,11 @@ class TrainConfig:
             raise ScratchMLMError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.")
         if not 0 <= self.seed < 2 ** 32:
             raise ScratchMLMError(f"seed must be in 0 .. 2**32 - 1, got {self.seed}.")
-        if not 0.0 < self.select_prob <= 1.0:
-            raise ScratchMLMError(f"select_prob must be in (0, 1] (with 0 nothing is ever scored), "
-                                  f"got {self.select_prob}.")
-        for name in ("mask_token_prob", "random_token_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ScratchMLMError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
-        if self.mask_token_prob + self.random_token_prob > 1.0 + 1e-12:
-            raise ScratchMLMError(f"mask_token_prob + random_token_prob must be at most 1 (the rest stays "
-                                  f"unchanged), got {self.mask_token_prob} + {self.random_token_prob}.")
+        from ..masking import check_probabilities, check_span      # the masker's own checks (see ModelConfig)
+
+        check_probabilities(self.select_prob, self.mask_token_prob, self.random_token_prob)
+        if self.masking == "span":
+            check_span(self.span_mean, self.select_prob)
         if not self.noam_factor > 0:
             raise ScratchMLMError(f"noam_factor must be positive (0 never moves the weights, a negative "
                                   f"one climbs the loss), got {self.noam_factor}.")
@@ -165,9 +158,6 @@ class TrainConfig:
         if not 0 <= self.vocab_size <= LARGEST_SUBWORD_VOCAB:
             raise ScratchMLMError(f"vocab_size must be positive (or 0 for the default) and at most "
                                   f"{LARGEST_SUBWORD_VOCAB:,}, got {self.vocab_size}.")
-        if not self.span_mean >= 1.0:
-            raise ScratchMLMError(f"span_mean must be at least 1 (a span holds at least one token), "
-                                  f"got {self.span_mean}.")
         if self.early_stopping_patience < 0:
             raise ScratchMLMError("early_stopping_patience must be >= 0 (0 turns it off).")
         return self
@@ -177,6 +167,15 @@ LARGEST_INT = 2 ** 63 - 1           # what torch and numpy can hold in an int64
 LARGEST_SUBWORD_VOCAB = 1_000_000   # far beyond any useful size; tokenizers' ids are 32-bit
 TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def as_config_error(check, *values) -> None:
+    """Run a model module's own check of its arguments: its one-line ``ValueError`` (the model
+    imports nothing from scratchmlm, so not a ``ScratchMLMError``) becomes a ``ScratchMLMError``."""
+    try:
+        check(*values)
+    except ValueError as error:
+        raise ScratchMLMError(str(error)) from None
 
 
 def check_types(config, what: str) -> None:
@@ -249,15 +248,22 @@ class RunConfig:
                    train=_from_dict(TrainConfig, data.get("train", {}), "train"))
 
     def save(self, path: str | Path) -> None:
-        """Write ``config.json`` atomically (temp file, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
+        """Write ``config.json`` atomically (``scratchmlm.files.write_atomically``)."""
+        write_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n", "configuration")
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         return cls.from_dict(read_json(path, "configuration"))
+
+
+def check_resumed_config(saved: dict, now: dict, source: str) -> None:
+    """A resumed run keeps its configuration: of the settings of ``now`` (``RunConfig.to_dict()``),
+    only ``train.steps`` may differ from ``saved``; ``source`` says where ``saved`` comes from."""
+    changed = sorted(f"{section}.{name}" for section in ("model", "train") for name in now[section]
+                     if (section, name) != ("train", "steps") and saved.get(section, {}).get(name) != now[section][name])
+    if changed:
+        raise ScratchMLMError(f"The configuration differs from the one {source} ({', '.join(changed)}); a resumed "
+                              f"run keeps its settings, only --steps may change. Restore them, or start a new run.")
 
 
 PRESETS = {

@@ -1,4 +1,5 @@
-"""What ``scratchmlm env`` reports: the facts a bug report needs, gathered without side effects.
+"""What ``scratchmlm env`` reports: the facts a bug report needs, gathered without side effects;
+and what ``TQDM_DISABLE`` means.
 
 Versions of scratchmlm, Python and the libraries; the data directory, whether Tiny Shakespeare
 is there and its sha256 against the expected one (nothing is downloaded); torch's CPU threads; and
@@ -16,6 +17,14 @@ import torch
 from .. import __version__
 from ..corpus import TINY_SHAKESPEARE_FILE, TINY_SHAKESPEARE_SHA256, data_dir, sha256_of_file
 from .build import resolve_device
+
+
+def progress_bar_disabled() -> bool:
+    """Whether ``TQDM_DISABLE`` turns the progress bars off, read as tqdm itself reads it: set to
+    anything but the empty string (``TQDM_DISABLE=0`` too: tqdm converts the text with ``bool``).
+    The Trainer passes ``disable=`` to tqdm for ``--quiet``, which overrides the variable, so it
+    asks here."""
+    return bool(os.environ.get("TQDM_DISABLE"))
 
 
 def _version(package: str) -> str | None:

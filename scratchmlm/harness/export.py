@@ -15,17 +15,18 @@ files are JSON and raw numbers.
 
 The safetensors format
 ----------------------
-Written and read by hand below (the ``safetensors`` package reads our files and we read its;
-the tests check both directions)::
+Written and read by the ``safetensors`` package (``safetensors.torch.save`` and ``safe_open``),
+which checks everything a damaged or hostile file can get wrong: the header length, the JSON,
+every dtype, shape and data offset (the data of the tensors must tile the rest of the file
+exactly), and a size limit on the header. Its one-line reasons become a ``ScratchMLMError`` that
+names the file and the fix. One thing it lets through is refused here too: a header naming a
+tensor twice (readers disagree on which of the two is meant). The layout, for reference::
 
     bytes 0..7        N, the length of the header: an unsigned 64-bit little-endian integer
     bytes 8..8+N      the header: UTF-8 JSON, one entry per tensor,
                         {"name": {"dtype": "F32", "shape": [68, 128], "data_offsets": [begin, end]}, ...,
                          "__metadata__": {"format": "pt"}}          (optional; strings to strings)
-                      padded with spaces so that the data starts at a multiple of 8
-    bytes 8+N..       the data: each tensor's elements in C (row-major) order, little-endian, at
-                      data[begin:end]; end - begin = numel x element size, and the ranges tile
-                      the data exactly (no gap, no overlap, nothing after the last one)
+    bytes 8+N..       the data: each tensor's elements in C (row-major) order, little-endian
 
 Towards Hugging Face ``BertForMaskedLM``
 ----------------------------------------
@@ -79,15 +80,16 @@ match; train with ``--preset bert`` instead.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import sys
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
 
 from .. import __version__
 from ..errors import ScratchMLMError
+from ..files import regular_file, write_atomically
 from .build import build_model, check_model_memory, load_tokenizer, resolve_device
 from .checkpoint import load_model_state
 from .config import RunConfig, read_json
@@ -98,162 +100,75 @@ EXPORT_FORMAT, EXPORT_FORMAT_VERSION = "scratchmlm-export", 1
 
 # -- the safetensors format ---------------------------------------------------------------------------
 
-DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-          torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-          torch.uint8: "U8", torch.bool: "BOOL"}
-DTYPE_OF_NAME = {name: dtype for dtype, name in DTYPES.items()}
-MAX_HEADER_BYTES = 100 * 1024 * 1024     # the limit the safetensors package itself enforces
 METADATA_KEY = "__metadata__"
-
-
-def _check_little_endian() -> None:
-    if sys.byteorder != "little":
-        raise ScratchMLMError("safetensors files hold little-endian numbers, and this machine is big-endian; "
-                              "scratchmlm's reader and writer do not convert them. Use the safetensors package.")
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                      metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` (name -> tensor) to ``path`` in the safetensors format, atomically."""
-    _check_little_endian()
-    metadata = {} if metadata is None else metadata
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise ScratchMLMError("safetensors metadata maps strings to strings; convert the values with str().")
-    header, chunks, offset = {}, [], 0
-    if metadata:
-        header[METADATA_KEY] = dict(metadata)
+    """Write ``tensors`` (name -> tensor) to ``path`` in the safetensors format, atomically. A
+    non-contiguous tensor is stored as its elements in C order."""
     for name, tensor in tensors.items():
         if not isinstance(name, str) or name == METADATA_KEY:
-            raise ScratchMLMError(f"A tensor cannot be named {name!r} in a safetensors file.")
-        if not isinstance(tensor, torch.Tensor) or tensor.dtype not in DTYPES:
-            kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ScratchMLMError(f"{name}: cannot store a {kind} in safetensors; supported dtypes: "
-                                  f"{', '.join(str(d) for d in DTYPES)}.")
-        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * (-(8 + len(encoded)) % 8)        # the data starts at a multiple of 8
-    return write_atomically(path, [struct.pack("<Q", len(encoded)), encoded, *chunks])
+            raise ScratchMLMError(f"A tensor cannot be named {_short(name)} in a safetensors file.")
+        if not isinstance(tensor, torch.Tensor):
+            raise ScratchMLMError(f"{name}: only tensors go into a safetensors file, got a {type(tensor).__name__}.")
+    try:
+        data = safetensors.torch.save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()},
+                                      metadata)
+    except KeyError as error:        # the package's table of dtypes has no entry for this one
+        raise ScratchMLMError(f"Cannot store a {error.args[0]} tensor in safetensors; convert it first "
+                              f"(e.g. tensor.float()).") from None
+    except (TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as error:
+        raise ScratchMLMError(f"Cannot write {path} as safetensors: {_one_line(error)}.") from None
+    return write_atomically(path, data, "weights")
 
 
 def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file: ``(tensors, metadata)``. Every inconsistency in the file is a
-    ``ScratchMLMError`` saying what is wrong; no byte outside the file is ever read."""
-    _check_little_endian()
-    path = Path(path)
-    try:
-        raw = bytearray(path.read_bytes())       # writable, so torch.frombuffer can view it
-    except OSError as error:
-        reason = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory"}.get(
-            type(error), error.strerror or type(error).__name__)
-        raise ScratchMLMError(f"Cannot read the weights {path}: {reason}.") from None
+    """Read a safetensors file: ``(tensors, metadata)``, the tensors in memory of their own. Every
+    inconsistency in the file is a one-line ``ScratchMLMError`` saying what is wrong."""
+    path = regular_file(path, "weights file")
 
     def damaged(problem: str) -> ScratchMLMError:
         return ScratchMLMError(f"{path} is not a valid safetensors file: {problem}. The file is damaged or "
                                f"incomplete; export the run again.")
 
-    if len(raw) < 8:
-        raise damaged(f"it has {len(raw)} bytes, fewer than the 8 that give the header length")
-    (header_length,) = struct.unpack("<Q", raw[:8])
-    if header_length > min(len(raw) - 8, MAX_HEADER_BYTES):
-        raise damaged(f"its header length {header_length} runs past the end of the file ({len(raw)} bytes)"
-                      if header_length > len(raw) - 8 else f"its header length {header_length} exceeds 100 MiB")
-    header = _parse_header(bytes(raw[8:8 + header_length]), damaged)
-    metadata = header.pop(METADATA_KEY, {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise damaged(f"'{METADATA_KEY}' must map strings to strings")
-    data_start, data_length = 8 + header_length, len(raw) - 8 - header_length
-    entries = [(name, *_entry(name, entry, damaged)) for name, entry in header.items()]
-    expected_start = 0
-    for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
-        if begin != expected_start:
-            raise damaged(f"tensor {_short(name)} starts at byte {begin} of the data, expected {expected_start} "
-                          f"({'a gap before it' if begin > expected_start else 'it overlaps the tensor before'})")
-        expected_start = end
-    if expected_start != data_length:
-        raise damaged(f"the tensors need {expected_start} bytes of data, the file has {data_length}"
-                      + (" (truncated)" if expected_start > data_length else " (extra bytes at the end)"))
-    tensors = {}
-    for name, dtype, shape, begin, end in entries:
-        tensor = torch.empty(shape, dtype=dtype)
-        if end > begin:      # copied out of the file's bytes into the tensor's own aligned memory
-            tensor.reshape(-1).view(torch.uint8).copy_(
-                torch.frombuffer(raw, dtype=torch.uint8, count=end - begin, offset=data_start + begin))
-        tensors[name] = tensor
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
+    except safetensors.SafetensorError as error:
+        raise damaged(_one_line(error).removeprefix("Error while deserializing header: ")) from None
+    except OSError as error:
+        raise ScratchMLMError(f"Cannot read the weights {path}: {error.strerror or type(error).__name__}.") from None
+    _check_names_once(path, damaged)
     return tensors, metadata
 
 
-def _parse_header(text: bytes, damaged) -> dict:
+def _check_names_once(path: Path, damaged) -> None:
+    """Refuse a header that names a tensor twice (the package keeps one of the two silently). The
+    package has already checked the header's length and JSON."""
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = file.read(length)
+
     def no_duplicates(pairs):
         names = [key for key, _ in pairs]
-        if len(set(names)) != len(names):
-            raise damaged(f"the header names {_short(next(n for n in names if names.count(n) > 1))} twice")
+        for name in names:
+            if names.count(name) > 1:
+                raise damaged(f"the header names {_short(name)} twice")
         return dict(pairs)
 
-    try:
-        header = json.loads(text.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except ScratchMLMError:          # from no_duplicates (a ValueError too, so caught first)
-        raise
-    except UnicodeDecodeError:
-        raise damaged("its header is not UTF-8 text") from None
-    except RecursionError:
-        raise damaged("its header is nested too deeply") from None
-    except ValueError as error:      # json.JSONDecodeError, or an integer with thousands of digits
-        raise damaged(f"its header is not valid JSON ({str(error)[:120]})") from None
-    if not isinstance(header, dict):
-        raise damaged("its header is not a JSON object")
-    return header
+    json.loads(header, object_pairs_hook=no_duplicates)
 
 
-def _entry(name: str, entry, damaged) -> tuple[torch.dtype, list[int], int, int]:
-    """One header entry, checked: ``(dtype, shape, begin, end)``."""
-    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise damaged(f"the entry of {_short(name)} must be an object with exactly dtype, shape and data_offsets")
-    dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    dtype = DTYPE_OF_NAME.get(dtype_name) if isinstance(dtype_name, str) else None
-    if dtype is None:
-        raise damaged(f"{_short(name)} has dtype {_short(dtype_name)}; scratchmlm reads {', '.join(DTYPE_OF_NAME)}")
-    if not isinstance(shape, list) or not all(type(n) is int and 0 <= n < 2 ** 63 for n in shape):
-        raise damaged(f"the shape of {_short(name)} must be a list of integers >= 0, got {_short(shape)}")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(n) is int for n in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
-        raise damaged(f"the data_offsets of {_short(name)} must be [begin, end] with 0 <= begin <= end, "
-                      f"got {_short(offsets)}")
-    numel = 1
-    for size in shape:
-        numel *= size
-    if offsets[1] - offsets[0] != numel * dtype.itemsize:
-        raise damaged(f"{_short(name)} ({dtype_name} {_short(shape)}) needs {numel * dtype.itemsize} bytes, "
-                      f"its data_offsets {_short(offsets)} give {offsets[1] - offsets[0]}")
-    return dtype, shape, offsets[0], offsets[1]
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _short(value, limit: int = 60) -> str:
     """``repr(value)``, cut to ``limit`` characters (a damaged header can hold huge values)."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def write_atomically(path: str | Path, chunks: list[bytes]) -> Path:
-    """Write ``chunks`` to a temporary file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if not isinstance(error, OSError):
-            raise
-        raise ScratchMLMError(f"Cannot write {path}: {error.strerror or type(error).__name__}.") from None
-    return path
 
 
 # -- export and load ---------------------------------------------------------------------------------
@@ -284,7 +199,7 @@ def write_export(out: str | Path, model: torch.nn.Module, tokenizer, config: Run
     save_safetensors(model.state_dict(), out / WEIGHTS_FILE,
                      {"format": "pt", "scratchmlm_version": __version__, "step": str(state["step"])})
     tokenizer.save(out / TOKENIZER_FILE)
-    write_atomically(out / CONFIG_FILE, [(json.dumps(description, indent=2) + "\n").encode("utf-8")])
+    write_atomically(out / CONFIG_FILE, json.dumps(description, indent=2) + "\n", "configuration")
     return out
 
 

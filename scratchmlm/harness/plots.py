@@ -28,6 +28,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLoca
 
 from ..errors import ScratchMLMError
 from ..evaluate import eval_mode
+from ..files import write_atomically
 from ..noam import noam_lr
 from ..sample import encode_prompt, visible
 
@@ -53,7 +54,7 @@ def _save(figure: Figure, path: str | Path | None) -> None:
         raise ScratchMLMError(f"Cannot save a figure as {path.name}: use the extension "
                               f"{', '.join('.' + f for f in FORMATS)}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format=file_format, dpi=PNG_DPI)
+    write_atomically(path, lambda file: figure.savefig(file, format=file_format, dpi=PNG_DPI), "figure")
 
 
 def _series(records: Iterable[dict], value) -> tuple[list[int], list[float]]:

@@ -28,6 +28,7 @@ import torch
 
 from .. import __version__
 from ..errors import ScratchMLMError
+from ..files import write_atomically
 from .build import build_model, check_model_memory, load_tokenizer, resolve_device
 from .checkpoint import load_checkpoint, load_model_state
 from .config import RunConfig, read_json
@@ -182,7 +183,7 @@ class RunDirectory:
                   "versions": {"scratchmlm": __version__, "python": platform.python_version(),
                                "torch": torch.__version__, "numpy": numpy.__version__,
                                "tokenizers": tokenizers.__version__}}
-        write_json_atomically(self.provenance, record)
+        write_atomically(self.provenance, json.dumps(record, indent=2) + "\n", "run record")
 
     def check_data(self, text: str) -> None:
         """Refuse to continue on text that differs from the text the run began with."""
@@ -212,10 +213,7 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_json_atomically(path: Path, data) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+
 
 
 # -- metrics.jsonl --------------------------------------------------------------------------------
@@ -246,12 +244,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after ``step`` (a resumed run writes them again), atomically."""
         kept = [r for r in read_metrics(self.path) if r["step"] <= step]
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            handle.write("".join(json.dumps(r) + "\n" for r in kept))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept), "metrics log")
 
 
 def read_metrics(path: str | Path) -> list[dict]:

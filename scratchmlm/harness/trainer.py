@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,9 @@ from ..step import StepResult, train_step
 from .build import (RunData, build_model, check_memory, derive_seeds, load_tokenizer, lr_scale, make_optimizer,
                     resolve_device)
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, check_resumed_config
 from .distributed import World
+from .environment import progress_bar_disabled
 from .interrupt import SIGNAL_NAMES, StopRequests
 from .precision import prepare_for_training
 from .run_dir import CHECKPOINT_KEYS, MetricsLog, check_resume_state, RunDirectory, load_model_state, load_run, read_metrics
@@ -206,7 +206,7 @@ class Trainer:
         self.stopped_by = None
         log, last_eval, stop_signal = IntervalLog(cfg.log_every, world), {}, 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
-                   disable=not self.progress or bool(os.environ.get("TQDM_DISABLE")))
+                   disable=not self.progress or progress_bar_disabled())
         try:
             with StopRequests() as stop:
                 self.step_model.train()
@@ -383,14 +383,7 @@ class Trainer:
         if state["vocab"] != self.data.tokenizer.vocab:      # resume reads the run's own tokenizer.json
             raise ScratchMLMError(f"{self.run.tokenizer} does not match checkpoints/last.pt (a different "
                                   f"vocabulary); restore the run's own tokenizer.json.")
-        saved, now = dict(state["config"]), self.config.to_dict()
-        changed = sorted(f"{section}.{name}" for section in ("model", "train") for name in now[section]
-                         if (section, name) != ("train", "steps")
-                         and saved.get(section, {}).get(name) != now[section][name])
-        if changed:
-            raise ScratchMLMError(f"The configuration differs from the one checkpoints/last.pt was trained with "
-                                  f"({', '.join(changed)}); a resumed run keeps its settings (only steps may "
-                                  f"change). Restore its config.json, or start a new run.")
+        check_resumed_config(dict(state["config"]), self.config.to_dict(), "checkpoints/last.pt was trained with")
         if state["device_type"] != self.device.type:
             raise ScratchMLMError(
                 f"This run was trained on {state['device_type']} and cannot be resumed exactly on "

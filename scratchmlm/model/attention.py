@@ -24,11 +24,22 @@ from torch import nn
 from .dropout import Dropout
 
 
+def check_heads(d_model: int, num_heads: int) -> None:
+    """``d_model`` splits into ``num_heads`` heads of ``d_model / num_heads`` dimensions each, or a
+    one-line ``ValueError`` says which number of heads would fit."""
+    for name, value in (("d_model", d_model), ("num_heads", num_heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if d_model % num_heads != 0:
+        fitting = max(h for h in range(1, min(num_heads, d_model, 4096) + 1) if d_model % h == 0)
+        raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads}): each head gets "
+                         f"d_model / num_heads dimensions. Try num_heads {fitting}.")
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.1):
         super().__init__()
-        if d_model % num_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        check_heads(d_model, num_heads)
         self.num_heads = num_heads
         self.d_k = d_model // num_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)

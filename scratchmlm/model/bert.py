@@ -40,8 +40,6 @@ class BertMLM(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std!r}")
-        if d_model % num_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.vocab_size = vocab_size
         self.max_len = max_len
         self.embeddings = BertEmbeddings(vocab_size, d_model, max_len, dropout, layer_norm_eps, type_vocab_size,

@@ -40,21 +40,28 @@ from torch import nn
 LEVELS = 32768                                             # 2^15 values of a 15-bit uniform
 
 
+def check_dropout(p: float) -> None:
+    """``p`` is 0 or one of the probabilities the 15-bit threshold can represent, or a one-line
+    ``ValueError`` says why not and what to use."""
+    allowed = "dropout must be 0 or between 1/65536 and 1 - 1/65536"
+    if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{allowed}, got {p!r}: a probability must be a number in [0, 1); use 0 for no dropout.")
+    threshold = round(p * LEVELS)
+    if p > 0 and threshold == 0:
+        raise ValueError(f"{allowed}, got {p!r}, which would round to 0 on the CPU (p is rounded to a multiple of "
+                         f"1/32768), dropping nothing; use p = 0 for no dropout, or 1/65536 < p < 1 - 1/65536 "
+                         f"(the smallest is 1/32768 ≈ 3.05e-05).")
+    if threshold == LEVELS:
+        raise ValueError(f"{allowed}, got {p!r}, which would round to 1 on the CPU (p is rounded to a multiple of "
+                         f"1/32768), dropping everything; use 1/65536 < p < 1 - 1/65536 (the largest is "
+                         f"32767/32768 ≈ 0.99997).")
+
+
 class Dropout(nn.Module):
     def __init__(self, p: float = 0.1):
         super().__init__()
-        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be a number in [0, 1), got {p!r}; "
-                             f"use 0 for no dropout")
+        check_dropout(p)
         threshold = round(p * LEVELS)                      # keep when a 15-bit uniform u >= this
-        if p > 0 and threshold == 0:
-            raise ValueError(f"dropout probability {p!r} is at most 1/65536 and would round to 0 on the CPU "
-                             f"(p is rounded to a multiple of 1/32768), dropping nothing; use p = 0 for "
-                             f"no dropout, or 1/65536 < p < 1 - 1/65536 (the smallest is 1/32768 ≈ 3.05e-05)")
-        if threshold == LEVELS:
-            raise ValueError(f"dropout probability {p!r} is at least 1 - 1/65536 and would round to 1 on the "
-                             f"CPU (p is rounded to a multiple of 1/32768), dropping everything; use "
-                             f"1/65536 < p < 1 - 1/65536 (the largest is 32767/32768 ≈ 0.99997)")
         self.p = p
         self.threshold = threshold
         self.scale = 1.0 / (1.0 - self.threshold / LEVELS)

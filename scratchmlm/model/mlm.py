@@ -27,8 +27,6 @@ class TransformerMLM(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std!r}")
-        if d_model % num_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.vocab_size = vocab_size
         self.max_len = max_len
         self.embeddings = Embeddings(vocab_size, d_model, max_len, positional, dropout)
