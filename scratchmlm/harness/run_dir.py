@@ -28,7 +28,7 @@ import torch
 
 from .. import __version__
 from ..errors import ScratchMLMError
-from .build import build_model, check_model_memory, resolve_device
+from .build import build_model, check_model_memory, load_tokenizer, resolve_device
 from .checkpoint import load_checkpoint, load_model_state
 from .config import RunConfig, read_json
 from .export import check_export_target, is_export, load_export, write_export

@@ -40,7 +40,8 @@ from ..model import BertMLM, TransformerMLM
 from ..noam import NoamScheduler
 from ..sample import Samples, fill_prompts, validation_prompts
 from ..step import StepResult, train_step
-from .build import RunData, build_model, check_memory, derive_seeds, lr_scale, make_optimizer, resolve_device
+from .build import (RunData, build_model, check_memory, derive_seeds, load_tokenizer, lr_scale, make_optimizer,
+                    resolve_device)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .distributed import World
