@@ -2,9 +2,10 @@
 
 ``train_loop`` is the whole of training, top to bottom:
 
+    step_model.train()                                    dropout on
     while step < steps:
         ids    = random_windows(train_ids, batch_size, seq_len, batch_rng)       [batch, seq]
-        result = train_step(model, ids, masker, mask_rng, optimizer, scheduler, clip_norm)
+        result = train_step(step_model, ids, masker, mask_rng, optimizer, scheduler, clip_norm)
         step  += 1
         stop   = on_step(step, result)                    log it, ...; True: stop after this step
         every eval_every steps, and at the last one:
@@ -12,6 +13,9 @@
             if on_eval(step, scores): break               checkpoint, ...; True: stop now
         if stop: break
     return step
+
+``step_model`` is ``model`` itself, unless the caller hands in ``model`` wrapped (to average the
+gradients of several processes, to compute in bf16, compiled); ``evaluate`` always scores ``model``.
 
 Everything else a run does -- print or log the losses, save checkpoints, stop early, answer
 Ctrl-C -- is done by the two callbacks, which the caller writes. ``scratchmlm.Trainer`` runs this

@@ -1,21 +1,22 @@
-"""The Trainer: ``train_step`` in a loop, with evaluation, samples, checkpoints and metrics.
+"""The Trainer: the core's training loop (``scratchmlm/loop.py``) with a run directory around it.
 
-``Trainer.train`` reads top to bottom:
+``Trainer.train`` calls ``train_loop`` as it is and adds what a run needs in its two callbacks:
 
-    while step < steps and nobody pressed Ctrl-C:
-        ids    = random_windows(train_ids, batch, seq, batch_rng)        [batch, seq]
-        result = train_step(model, ids, masker, mask_rng, optimizer, scheduler, clip_norm)
-        every log_every steps:   one metrics.jsonl record (a non-finite loss stops training)
-        every eval_every steps:  evaluate on the frozen validation set, save last.pt / best.pt
-        every sample_every steps: coloured samples into samples/
+    train_loop(model, train_ids, masker, optimizer, scheduler, ..., valid, eval_every,
+               on_step  = every log_every steps: one metrics.jsonl record (a non-finite loss
+                          stops training); Ctrl-C / SIGTERM; samples every sample_every steps
+               on_eval  = the evaluation's record; best.pt and last.pt; early stopping)
 
 Everything a run writes goes through its ``RunDirectory`` (``run_dir.py``); Ctrl-C and SIGTERM
-are handled by ``StopRequests`` (``interrupt.py``), so this loop carries no plumbing of either.
+are handled by ``StopRequests`` (``interrupt.py``), so neither the loop nor its callbacks carry
+the plumbing of either.
 
 Several processes (``torchrun``, see ``distributed.py``) run this same loop, each on its own
-batches; ``self.world`` says which one this is. Rank 0 alone evaluates and writes the run
-directory; the ranks meet only where they must agree (the gradients, inside ``backward``; the
-logged averages; the stop decision; the random-number states a checkpoint holds).
+batches; ``self.world`` says which one this is. ``train_step`` calls the model wrapped in
+``DistributedDataParallel`` (``step_model``), which averages the gradients inside ``backward``.
+Every rank evaluates the same weights; rank 0 alone writes the run directory. The ranks meet only
+where they must agree (the gradients; the logged averages; the stop decision; the random-number
+states a checkpoint holds).
 """
 
 from __future__ import annotations
