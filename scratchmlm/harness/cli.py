@@ -479,7 +479,7 @@ def cmd_export(args) -> int:
         for path in sorted(out.iterdir()):
             print(path)
         return 0
-    from .export import export_run
+    from .run_dir import export_run
 
     out = export_run(args.run, args.out, args.checkpoint)
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
