@@ -8,8 +8,8 @@ Four models in one process on one machine:
     seed                 the seed ``TransformerMLM`` (the defaults)
     fast                 ``--preset fast`` (the seed model, dropout 0, warm-up 500)
 
-Every model is trained by the same ``scratchmlm.step.train_step`` on the same batches (windows and
-masks drawn from generators seeded alike, BERT's masker) and scored on the same frozen validation set
+Every model is trained by the same loop (``scratchmlm.loop.train_loop``) on the same batches
+(windows and masks drawn from generators seeded alike, BERT's masker) and scored on the same frozen validation set
 (Tiny Shakespeare's last 10%, the seed configuration's 1024 windows and masks). Each uses its preset's
 optimizer and Noam schedule; the two BERTs share theirs, so between them only the model differs.
 They train in turns, ``--eval-every`` steps each per round, so a noisy machine slows all of them alike.
@@ -34,13 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from scratchmlm.batches import random_windows
 from scratchmlm.harness.build import RunData, build_model, derive_seeds, make_optimizer, resolve_device
 from scratchmlm.harness.config import RunConfig, TrainConfig, preset
 from scratchmlm.evaluate import evaluate
 from scratchmlm.harness.hf import to_transformers
+from scratchmlm.loop import train_loop
 from scratchmlm.noam import NoamScheduler
-from scratchmlm.step import train_step
 
 
 class TransformersLogits(nn.Module):
@@ -82,7 +81,8 @@ class Arm:
         self.cuda_dropout_state = None
 
     def train(self, steps: int, train_ids: torch.Tensor, masker) -> None:
-        """``steps`` more training steps, timed; the loss read at the end, as the Trainer's log does."""
+        """``steps`` more training steps of ``train_loop``, timed; the loss read at the end, as the
+        Trainer's log does."""
         train = self.config.train
         cuda = self.device.type == "cuda"
         with torch.random.fork_rng(devices=[self.device] if cuda else []):
@@ -93,17 +93,18 @@ class Arm:
                 else:
                     torch.cuda.set_rng_state(self.cuda_dropout_state, self.device)
                 torch.cuda.synchronize(self.device)
-            self.model.train()
+            losses = []
             started = time.perf_counter()
-            results = [train_step(self.model, random_windows(train_ids, train.batch_size, train.seq_len, self.windows),
-                                  masker, self.masks, self.optimizer, self.scheduler, train.clip_norm)
-                       for _ in range(steps)]
-            float(torch.stack([result.loss for result in results]).mean())
+            self.steps = train_loop(self.model, train_ids, masker, self.optimizer, self.scheduler,
+                                    steps=self.steps + steps, step=self.steps, batch_size=train.batch_size,
+                                    seq_len=train.seq_len, batch_rng=self.windows, mask_rng=self.masks,
+                                    clip_norm=train.clip_norm,
+                                    on_step=lambda step, result: losses.append(result.loss))
+            float(torch.stack(losses).mean())
             self.seconds += time.perf_counter() - started
             self.dropout_state = torch.random.get_rng_state()
             if cuda:
                 self.cuda_dropout_state = torch.cuda.get_rng_state(self.device)
-        self.steps += steps
 
     @property
     def tokens_per_second(self) -> float:

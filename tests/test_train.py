@@ -174,27 +174,29 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_text
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
-def test_early_stopping(tmp_path, corpus_text):
+def test_early_stopping(tmp_path, corpus_text, monkeypatch):
     """Patience 2: stop at the second evaluation in a row without a better validation loss."""
     from scratchmlm.evaluate import EvalResult, Scores
 
     config = small_config(steps=200, eval_every=5, log_every=5, early_stopping_patience=2)
     trainer = Trainer(config, tmp_path / "run", text=corpus_text[:60_000], progress=False)
-    losses = iter([3.0, 2.9, 2.95, 2.91, 2.8])
-    trainer.evaluate = lambda: EvalResult(Scores(10, 0.5, 0.8, next(losses)), {}, "fp")
+    losses = iter([3.0, 2.9, 2.95, 2.91, 2.8])     # the evaluations train_loop makes, faked
+    monkeypatch.setattr("scratchmlm.loop.evaluate",
+                        lambda model, valid: EvalResult(Scores(10, 0.5, 0.8, next(losses)), {}, "fp"))
     trainer.train()
     assert trainer.step == 20                      # evaluations at 5, 10 (best), 15, 20: stop
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["step"] == 10
 
 
-def test_stop_at_top1_stops_at_the_first_evaluation_that_reaches_it(tmp_path, corpus_text):
+def test_stop_at_top1_stops_at_the_first_evaluation_that_reaches_it(tmp_path, corpus_text, monkeypatch):
     """--stop-at-top1 0.6: evaluations at 5 (0.5), 10 (0.6 reaches it): stop at step 10, not later."""
     from scratchmlm.evaluate import EvalResult, Scores
 
     config = small_config(steps=200, eval_every=5, log_every=5, stop_at_top1=0.6)
     trainer = Trainer(config, tmp_path / "run", text=corpus_text[:60_000], progress=False)
     accuracies = iter([0.5, 0.6, 0.7, 0.8])
-    trainer.evaluate = lambda: EvalResult(Scores(10, next(accuracies), 0.8, 2.0), {}, "fp")
+    monkeypatch.setattr("scratchmlm.loop.evaluate",
+                        lambda model, valid: EvalResult(Scores(10, next(accuracies), 0.8, 2.0), {}, "fp"))
     result = trainer.train()
     assert trainer.step == 10 and result["top1"] == 0.6
     evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "eval"]

@@ -22,6 +22,7 @@
 #
 # **Learning objectives**
 #
+# - Read the training loop, `sm.train_loop`, and say what `sm.Trainer` adds around it.
 # - Configure and run `sm.Trainer`, and read what it writes into a run directory.
 # - Explain why a frozen, fingerprinted validation set and two count-based baselines (unigram and
 #   bigram infill) are what a masked language model must be measured against.
@@ -151,13 +152,21 @@ baseline_for_this_mode = unigram if FAST else bigram
 # %% [markdown]
 # ## 3. Train
 #
-# `Trainer.train` is `train_step` (notebook 05) in a loop, with evaluation, checkpoints and metrics
-# around it:
+# Training is `sm.train_loop` (`scratchmlm/loop.py`): `train_step` (notebook 05) on fresh random
+# windows, again and again, with an evaluation on the frozen validation set every `eval_every` steps
+# and at the last one. This is all of it:
 
 # %%
-print(inspect.getsource(sm.Trainer.train))
+print(inspect.getsource(sm.train_loop))
 
 # %% [markdown]
+# `Trainer.train` calls this very function; what a run needs besides goes into its two callbacks.
+# `on_step` writes a training record to `metrics.jsonl` every `log_every` steps (mean loss, accuracy,
+# learning rate, gradient norm; a non-finite loss stops the run) and notices Ctrl-C; `on_eval`
+# writes the evaluation, keeps `best.pt` and `last.pt` in `checkpoints/`, and stops early when told
+# to. Neither touches the weights or the three random streams, so the Trainer ends with the very
+# weights `train_loop` alone gives from the same seeds (`tests/test_loop.py` checks it, bit for bit).
+#
 # In Jupyter the `tqdm.auto` bar is a widget with the latest training loss, accuracy and learning
 # rate (`TQDM_DISABLE=1` silences it). On one thread of a 2-core CPU the full run takes about three
 # minutes.

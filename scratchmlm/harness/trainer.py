@@ -1,21 +1,22 @@
-"""The Trainer: ``train_step`` in a loop, with evaluation, samples, checkpoints and metrics.
+"""The Trainer: the core's training loop (``scratchmlm/loop.py``) with a run directory around it.
 
-``Trainer.train`` reads top to bottom:
+``Trainer.train`` calls ``train_loop`` as it is and adds what a run needs in its two callbacks:
 
-    while step < steps and nobody pressed Ctrl-C:
-        ids    = random_windows(train_ids, batch, seq, batch_rng)        [batch, seq]
-        result = train_step(model, ids, masker, mask_rng, optimizer, scheduler, clip_norm)
-        every log_every steps:   one metrics.jsonl record (a non-finite loss stops training)
-        every eval_every steps:  evaluate on the frozen validation set, save last.pt / best.pt
-        every sample_every steps: coloured samples into samples/
+    train_loop(model, train_ids, masker, optimizer, scheduler, ..., valid, eval_every,
+               on_step  = every log_every steps: one metrics.jsonl record (a non-finite loss
+                          stops training); Ctrl-C / SIGTERM; samples every sample_every steps
+               on_eval  = the evaluation's record; best.pt and last.pt; early stopping)
 
 Everything a run writes goes through its ``RunDirectory`` (``run_dir.py``); Ctrl-C and SIGTERM
-are handled by ``StopRequests`` (``interrupt.py``), so this loop carries no plumbing of either.
+are handled by ``StopRequests`` (``interrupt.py``), so neither the loop nor its callbacks carry
+the plumbing of either.
 
 Several processes (``torchrun``, see ``distributed.py``) run this same loop, each on its own
-batches; ``self.world`` says which one this is. Rank 0 alone evaluates and writes the run
-directory; the ranks meet only where they must agree (the gradients, inside ``backward``; the
-logged averages; the stop decision; the random-number states a checkpoint holds).
+batches; ``self.world`` says which one this is. ``train_step`` calls the model wrapped in
+``DistributedDataParallel`` (``step_model``), which averages the gradients inside ``backward``.
+Every rank evaluates the same weights; rank 0 alone writes the run directory. The ranks meet only
+where they must agree (the gradients; the logged averages; the stop decision; the random-number
+states a checkpoint holds).
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..batches import random_windows
 from ..corpus import TINY_SHAKESPEARE, load_text
 from ..errors import ScratchMLMError
 from ..evaluate import EvalResult, evaluate, pseudo_perplexity
 from ..files import resolved
+from ..loop import train_loop
 from ..model import BertMLM, TransformerMLM
 from ..noam import NoamScheduler
 from ..sample import Samples, fill_prompts, validation_prompts
-from ..step import StepResult, train_step
+from ..step import StepResult
 from .build import (RunData, build_model, check_memory, derive_seeds, load_tokenizer, lr_scale, make_optimizer,
                     resolve_device)
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -196,9 +197,17 @@ class Trainer:
     def train(self) -> dict:
         """Train to ``config.train.steps``; returns the last evaluation as a dict ({} if none).
 
-        Ctrl-C or SIGTERM finishes the current step, saves ``last.pt`` and returns, with the signal
-        in ``self.stopped_by``. A non-finite loss stops training with a ``ScratchMLMError`` naming
-        the step; the last good checkpoint is kept.
+        The loop is the core's ``train_loop`` (``scratchmlm/loop.py``), called as it is; what a run
+        adds goes into its two callbacks:
+
+            after every step        the progress bar; every log_every steps, and before an evaluation,
+                                    one metrics.jsonl record (a non-finite loss stops training) and
+                                    the processes' agreement on Ctrl-C / SIGTERM; samples
+            after every evaluation  the record, best.pt and last.pt; early stopping; samples
+
+        Ctrl-C or SIGTERM finishes the current step (and its evaluation, if one is due), saves
+        ``last.pt`` and returns, with the signal in ``self.stopped_by``. A non-finite loss stops
+        training with a ``ScratchMLMError`` naming the step; the last good checkpoint is kept.
         """
         cfg, world = self.config.train, self.world
         if world.is_main:
@@ -207,34 +216,46 @@ class Trainer:
         log, last_eval, stop_signal = IntervalLog(cfg.log_every, world), {}, 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not self.progress or progress_bar_disabled())
+        hook_done = time.perf_counter()      # when the last callback returned: the next step starts
+
+        def due(step: int, every: int) -> bool:
+            return step % every == 0 or step == cfg.steps
+
+        def after_step(step: int, result: StepResult) -> bool:
+            nonlocal stop_signal, hook_done
+            self.step = step
+            log.add(step, result, cfg.batch_size * cfg.seq_len, started=hook_done)
+            bar.update(1)
+            log_due = due(step, cfg.log_every) or due(step, cfg.eval_every)
+            if log_due:                                # never checkpoint unchecked steps
+                self._write_log_record(log, bar)
+            if log_due or not world.distributed:
+                # several processes stop together, at a log step, if any of them was asked to
+                stop_signal = world.max_int(stop.requested or 0, self.device)
+            if world.is_main and due(step, cfg.sample_every) and not due(step, cfg.eval_every):
+                self._write_samples()
+            hook_done = time.perf_counter()
+            return bool(stop_signal)
+
+        def after_eval(step: int, scores: EvalResult) -> bool:
+            nonlocal last_eval, hook_done
+            last_eval = self._checkpoint_evaluation(scores, seconds=time.perf_counter() - hook_done)
+            reason = self._stop_reason(last_eval) if world.is_main else None
+            stopping = bool(world.max_int(int(reason is not None), self.device))
+            if world.is_main and stopping:
+                bar.write(f"stopping at step {step}: {reason}", file=sys.stderr)
+            elif world.is_main and due(step, cfg.sample_every):
+                self._write_samples()
+            hook_done = time.perf_counter()
+            return stopping
+
         try:
             with StopRequests() as stop:
-                self.step_model.train()
-                while self.step < cfg.steps and not stop_signal:
-                    started = time.perf_counter()
-                    ids = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.batch_rng)
-                    result = train_step(self.step_model, ids, self.masker, self.mask_rng,
-                                        self.optimizer, self.scheduler, cfg.clip_norm)
-                    self.step += 1
-                    log.add(self.step, result, ids.numel(), started)
-                    bar.update(1)
-                    at_end = self.step == cfg.steps
-                    eval_due = self.step % cfg.eval_every == 0 or at_end
-                    log_due = self.step % cfg.log_every == 0 or eval_due
-                    if log_due:                        # never checkpoint unchecked steps
-                        self._write_log_record(log, bar)
-                    if log_due or not world.distributed:
-                        # several processes stop together, at a log step, if any of them was asked to
-                        stop_signal = world.max_int(stop.requested or 0, self.device)
-                    if eval_due:
-                        last_eval = self._evaluate_and_checkpoint()
-                        reason = self._stop_reason(last_eval) if world.is_main else None
-                        if world.max_int(int(reason is not None), self.device):
-                            if world.is_main:
-                                bar.write(f"stopping at step {self.step}: {reason}", file=sys.stderr)
-                            break
-                    if world.is_main and (self.step % cfg.sample_every == 0 or at_end):
-                        self._write_samples()
+                train_loop(self.model, self.train_ids, self.masker, self.optimizer, self.scheduler,
+                           steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                           batch_rng=self.batch_rng, mask_rng=self.mask_rng, clip_norm=cfg.clip_norm,
+                           valid=self.valid, eval_every=cfg.eval_every, step=self.step,
+                           on_step=after_step, on_eval=after_eval, step_model=self.step_model)
                 if stop_signal and self.step < cfg.steps:        # stopped by Ctrl-C / SIGTERM
                     self.stopped_by = stop_signal
                     if world.is_main:
@@ -273,15 +294,20 @@ class Trainer:
         return evaluate(self.model, self.valid)
 
     def _evaluate_and_checkpoint(self) -> dict:
-        """Evaluate once (on rank 0), keep ``best.pt`` if the validation loss improved, save ``last.pt``."""
+        """Evaluate now and checkpoint (see ``_checkpoint_evaluation``): the starting point of ``init_from``."""
+        started = time.perf_counter()
+        result = self.evaluate()
+        return self._checkpoint_evaluation(result, seconds=time.perf_counter() - started)
+
+    def _checkpoint_evaluation(self, result: EvalResult, seconds: float) -> dict:
+        """Record the evaluation ``result`` (on rank 0), keep ``best.pt`` if the validation loss
+        improved, save ``last.pt``. Every rank scores the same weights, so every rank stops alike on
+        a non-finite loss."""
         record = {}
         self.last_eval_step = self.step
+        if not math.isfinite(result.overall.loss):
+            self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
         if self.world.is_main:
-            started = time.perf_counter()
-            result = self.evaluate()
-            seconds = time.perf_counter() - started
-            if not math.isfinite(result.overall.loss):
-                self._stop_non_finite(f"The validation loss became {result.overall.loss}", self.step)
             record = {"type": "eval", "step": self.step, "time": time.time(), "seconds": seconds, **result.to_dict()}
             if self.config.train.init_from:     # domain adaptation also tracks the pseudo-perplexity
                 record["pseudo_perplexity"] = self.pseudo_perplexity()
