@@ -33,8 +33,9 @@ def test_seed_preset_is_the_defaults_and_fast_changes_only_what_it_says():
 
 
 def test_train_starts_from_the_preset_and_flags_override_it(run_cli, tmp_path):
-    done = run_cli("train", "--preset", "fast", "--warmup", "3", "--steps", "2", "--num-layers", "1", "--batch-size", "8",
-               "--valid-windows", "16", "--eval-every", "2", "--run-dir", tmp_path / "run", "--quiet")
+    done = run_cli("train", "--preset", "fast", "--warmup", "3", "--steps", "2", "--num-layers", "1",
+                   "--batch-size", "8", "--valid-windows", "16", "--eval-every", "2", "--run-dir", tmp_path / "run",
+                   "--quiet")
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["dropout"] == 0.0 and saved["train"]["noam_factor"] == 1.0   # from the preset
