@@ -363,3 +363,22 @@ def test_evaluate_a_diverged_checkpoint(run_cli, trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "model @" in result.stdout and "Traceback" not in result.stderr
 
+
+
+def test_run_cli_leaves_the_process_as_it_found_it(run_cli, tmp_path):
+    """The in-process command line (conftest.py) restores what a command changes (training seeds torch's
+    global generator, installs signal handlers; here also an environment variable and the directory),
+    so that no test depends on the ones before it."""
+    import signal
+
+    def state():
+        return (torch.get_rng_state(), torch.get_num_threads(), torch.is_grad_enabled(), dict(os.environ),
+                os.getcwd(), sys.argv, [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)])
+
+    before = state()
+    result = run_cli("train", "--run-dir", "run", "--steps", 1, "--eval-every", 1, "--seq-len", 16, "--batch-size", 4,
+                     "--valid-windows", 8, "--quiet", *TINY_MODEL, cwd=tmp_path, env={"NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    after = state()
+    assert torch.equal(after[0], before[0]) and after[1:] == before[1:]
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()      # it did run, there
