@@ -48,6 +48,7 @@ def demo():
     return sm.load_run(demo_run_dir(), device="cpu")
 
 
+@pytest.mark.slow
 def test_evaluate_json_gives_the_python_apis_scores(run_json, demo):
     text = "To be, or not to be, that is the question"
     out = run_json("evaluate", demo_run_dir(), "--json", "--text", text)

@@ -24,6 +24,7 @@ def svg_texts(path: Path) -> list[str]:
     return re.findall(r"<!-- (.*?) -->", content)
 
 
+@pytest.mark.slow
 def test_plot_writes_every_figure_in_the_chosen_format(run_cli, tmp_path):
     run = tmp_path / "demo"
     shutil.copytree(DEMO, run)

@@ -361,7 +361,6 @@ def test_checkpoint_fields_out_of_range_are_refused_and_nothing_is_lost(run_cli,
 
 # -- 7. --init-from ------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_init_from_an_export_and_resume_after_the_source_moved(run_cli, trained_run, text_file, tmp_path):
     """Failed before: KeyError 'model' from an export; 'not a run directory' once the source moved."""
     source = tmp_path / "export"

@@ -20,6 +20,7 @@ LOGBOOK = "".join(
         ["gannet", "petrel", "tern", "cormorant"] * 100, ["rocks", "shallows", "cliffs", "beach", "weed"] * 80))
 
 
+@pytest.mark.slow
 def test_a_wordpiece_run_with_span_masking_works_end_to_end(run_cli, tmp_path):
     run = tmp_path / "run"
     result = run_cli("train", "--run-dir", run, "--steps", 40, "--warmup", 20, "--eval-every", 20,
@@ -56,6 +57,7 @@ def source_run(tmp_path_factory, run_cli):
     return run
 
 
+@pytest.mark.slow
 def test_init_from_continues_a_run_on_new_text_and_reports_before_and_after(run_cli, source_run, tmp_path):
     data = tmp_path / "logbook.txt"
     data.write_text(LOGBOOK)
