@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -123,8 +124,8 @@ def call_cli(*args, env: dict | None = None, cwd=None, stdout_tty: bool = False,
                     f"seen a traceback.\nstdout:\n{out_bytes.getvalue().decode(errors='replace')}\n"
                     f"stderr:\n{err_bytes.getvalue().decode(errors='replace')}") from error
     finally:
-        for signum, handler in handlers.items():
-            if signal.getsignal(signum) is not handler:
+        for signum, handler in handlers.items():   # (only the main thread can install one)
+            if signal.getsignal(signum) is not handler and threading.current_thread() is threading.main_thread():
                 signal.signal(signum, handler)
         if dict(os.environ) != saved_env:
             os.environ.clear()
