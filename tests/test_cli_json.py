@@ -1,16 +1,11 @@
 """Machine-readable output as a script meets it: ``--json`` on evaluate, fill-mask, sample and env
 puts one JSON document alone on stdout, with the values the Python API gives; ``train --quiet``
-and ``TQDM_DISABLE=1`` silence the progress bar even on a terminal."""
+and ``TQDM_DISABLE=1`` silence the progress bar even on a terminal. The command line runs in this
+process (``run_cli``, see conftest.py)."""
 
 import hashlib
 import json
-import os
 import platform
-import select
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy
 import pytest
@@ -23,25 +18,21 @@ from scratchmlm.corpus import TINY_SHAKESPEARE_SHA256, data_dir
 from scratchmlm.evaluate import pseudo_perplexity
 from scratchmlm.classroom.notebook import demo_run_dir
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def scratchmlm(*args, env_extra=None):
-    env = {**os.environ, "TQDM_DISABLE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "scratchmlm", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
-
-
-def run_json(*args, env_extra=None):
-    """Run a command and parse its whole stdout as one JSON document."""
-    result = scratchmlm(*args, env_extra=env_extra)
-    assert result.returncode == 0, result.stderr
-    assert "\x1b" not in result.stdout           # no colour codes, whatever --color says
-    return json.loads(result.stdout)
+@pytest.fixture
+def run_json(run_cli):
+    """``run_json(*args, env=None)``: run a command and parse its whole stdout as one JSON document."""
+    def run(*args, env=None):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout           # no colour codes, whatever --color says
+        return json.loads(result.stdout)
+    return run
 
 
 def assert_close(actual, expected, where="result"):
-    """Equal structures; floats equal to 1e-6 relative (another process may round the last bit apart)."""
+    """Equal structures; floats equal to 1e-6 relative (JSON and another thread count may round the last
+    bit apart)."""
     if isinstance(expected, dict):
         assert isinstance(actual, dict) and set(actual) == set(expected), where
         for key in expected:
@@ -57,7 +48,8 @@ def demo():
     return sm.load_run(demo_run_dir(), device="cpu")
 
 
-def test_evaluate_json_gives_the_python_apis_scores(demo):
+@pytest.mark.slow
+def test_evaluate_json_gives_the_python_apis_scores(run_json, demo):
     text = "To be, or not to be, that is the question"
     out = run_json("evaluate", demo_run_dir(), "--json", "--text", text)
     model, tokenizer, config, state = demo
@@ -75,7 +67,7 @@ def test_evaluate_json_gives_the_python_apis_scores(demo):
         pseudo_perplexity(model, ids, tokenizer.mask_id, config.train.seq_len), rel=1e-6)
 
 
-def test_fill_mask_json_is_one_list_of_pipeline_records_per_mask(demo):
+def test_fill_mask_json_is_one_list_of_pipeline_records_per_mask(run_json, demo):
     text = "To be, or not to b[MASK], th[MASK]t is"
     out = run_json("fill-mask", demo_run_dir(), text, "--top-k", 3, "--json")
     model, tokenizer, _, _ = demo
@@ -92,7 +84,7 @@ def test_fill_mask_json_is_one_list_of_pipeline_records_per_mask(demo):
     assert [r["sequence"] for r in out[1]] == [f"To be, or not to b[MASK], th{r['token_str']}t is" for r in out[1]]
 
 
-def test_sample_json_gives_per_prompt_records_with_per_position_correctness(demo):
+def test_sample_json_gives_per_prompt_records_with_per_position_correctness(run_json, demo):
     prompts = ["To be, or not to be, that is the", "Now is the w[MASK]nter of our"]
     out = run_json("sample", demo_run_dir(), "--prompt", prompts[0], "--prompt", prompts[1], "--seed", 3,
                    "--color", "always", "--json")
@@ -117,13 +109,13 @@ def test_sample_json_gives_per_prompt_records_with_per_position_correctness(demo
     assert typed["filled"] == prompts[1].replace("[MASK]", fill["predicted"])
 
 
-def test_a_failing_json_command_prints_one_error_line_and_no_json():
-    result = scratchmlm("fill-mask", demo_run_dir(), "no mask here", "--json")
+def test_a_failing_json_command_prints_one_error_line_and_no_json(run_cli):
+    result = run_cli("fill-mask", demo_run_dir(), "no mask here", "--json")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("scratchmlm: error: ") and result.stderr.count("\n") == 1
 
 
-def test_env_json_reports_versions_the_corpus_threads_and_device():
+def test_env_json_reports_versions_the_corpus_threads_and_device(run_json):
     out = run_json("env", "--json")
     assert out["versions"]["scratchmlm"] == sm.__version__ and out["versions"]["torch"] == torch.__version__
     assert out["versions"]["python"] == platform.python_version()
@@ -137,12 +129,12 @@ def test_env_json_reports_versions_the_corpus_threads_and_device():
     assert out["auto_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_env_says_when_the_corpus_is_missing_or_not_the_expected_one(tmp_path):
-    out = run_json("env", "--json", env_extra={"SCRATCHMLM_DATA_DIR": str(tmp_path)})
+def test_env_says_when_the_corpus_is_missing_or_not_the_expected_one(run_cli, run_json, tmp_path):
+    out = run_json("env", "--json", env={"SCRATCHMLM_DATA_DIR": tmp_path})
     assert out["data_dir"] == str(tmp_path)
     assert (out["corpus"]["present"], out["corpus"]["sha256"], out["corpus"]["matches"]) == (False, None, None)
     (tmp_path / "tinyshakespeare.txt").write_text("not the corpus")
-    result = scratchmlm("env", env_extra={"SCRATCHMLM_DATA_DIR": str(tmp_path)})
+    result = run_cli("env", env={"SCRATCHMLM_DATA_DIR": tmp_path})
     assert result.returncode == 0, result.stderr
     assert f"{hashlib.sha256(b'not the corpus').hexdigest()} -- NOT the expected" in result.stdout
     assert torch.__version__ in result.stdout and "device 'auto'" in result.stdout
@@ -155,53 +147,21 @@ TINY_RUN = ["--steps", 20, "--warmup", 10, "--eval-every", 20, "--log-every", 5,
             "--seq-len", 16, "--batch-size", 8, "--num-layers", 1, "--d-model", 16, "--num-heads", 2, "--d-ff", 32]
 
 
-def train_on_a_terminal(run_dir: Path, *flags, env_extra=None) -> tuple[int, str, str]:
-    """``scratchmlm train`` with stderr on a pseudo-terminal (where tqdm draws its bar) and stdout
-    on a pipe: (exit status, stdout, what the terminal showed)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    env = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}
-    env.update(env_extra or {})
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # 100 columns
-    process = subprocess.Popen([sys.executable, "-m", "scratchmlm", "train", "--run-dir", str(run_dir),
-                                *map(str, TINY_RUN), *flags], stdout=subprocess.PIPE, stderr=terminal,
-                               env=env, cwd=REPO)
-    os.close(terminal)
-    shown, deadline = b"", time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if select.select([controller], [], [], 1.0)[0]:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:            # Linux: the terminal closed with the process
-                break
-            if not chunk:
-                break
-            shown += chunk
-    else:
-        process.kill()
-    stdout = process.stdout.read().decode()
-    process.wait(timeout=60)
-    os.close(controller)
-    return process.returncode, stdout, shown.decode(errors="replace")
-
-
 @pytest.mark.parametrize("flags, env, bar, chatter", [
-    ((), {}, True, True),                          # the control: a terminal shows the bar
-    (("--quiet",), {}, False, False),
+    ((), {"TQDM_DISABLE": None}, True, True),      # the control: a terminal shows the bar
+    (("--quiet",), {"TQDM_DISABLE": None}, False, False),
     ((), {"TQDM_DISABLE": "1"}, False, True),
 ], ids=["default", "quiet", "TQDM_DISABLE"])
-def test_quiet_and_tqdm_disable_silence_the_progress_bar_on_a_terminal(tmp_path, flags, env, bar, chatter):
-    status, stdout, terminal = train_on_a_terminal(tmp_path / "run", *flags, env_extra=env)
+def test_quiet_and_tqdm_disable_silence_the_progress_bar_on_a_terminal(run_cli, tmp_path, flags, env, bar, chatter):
+    """stderr is a terminal (``isatty()``), where tqdm draws its bar; stdout a pipe."""
+    result = run_cli("train", "--run-dir", tmp_path / "run", *TINY_RUN, *flags, env=env, stderr_tty=True)
+    status, stdout, terminal = result.returncode, result.stdout, result.stderr
     assert status == 0, terminal
     assert ("step/s" in terminal) == bar
     assert ("scratchmlm: training" in terminal) == chatter and ("fills correct" in stdout) == chatter
     assert "step 20: validation top-1" in stdout and f"run directory: {tmp_path / 'run'}" in stdout
 
 
-def test_quiet_still_prints_errors(tmp_path):
-    result = scratchmlm("train", "--quiet", "--run-dir", tmp_path / "run", "--d-model", 30, "--num-heads", 8)
+def test_quiet_still_prints_errors(run_cli, tmp_path):
+    result = run_cli("train", "--quiet", "--run-dir", tmp_path / "run", "--d-model", 30, "--num-heads", 8)
     assert result.returncode == 2 and "scratchmlm: error: d_model (30) must be divisible" in result.stderr

@@ -1,14 +1,12 @@
-"""`scratchmlm plot --format` and `scratchmlm compare`, in a subprocess, on runs that ship with the repository.
+"""`scratchmlm plot --format` and `scratchmlm compare` (called in-process, ``run_cli``), on runs that ship
+with the repository.
 
 The figures are checked by what they contain: matplotlib writes every text of a figure into an SVG
 as a comment (``<!-- clip norm 1 -->``), so a test can read the titles and legends back.
 """
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +17,6 @@ SEED_RUN = REPO / "experiments" / "results" / "seed_cpu"     # config.json + met
 WARMUP500_RUN = REPO / "experiments" / "results" / "warmup500_cpu"
 
 
-def scratchmlm(*args, cwd=None):
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "scratchmlm", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd or REPO, timeout=300)
-
-
 def svg_texts(path: Path) -> list[str]:
     """The texts drawn in an SVG written by matplotlib."""
     content = path.read_text()
@@ -32,11 +24,12 @@ def svg_texts(path: Path) -> list[str]:
     return re.findall(r"<!-- (.*?) -->", content)
 
 
-def test_plot_writes_every_figure_in_the_chosen_format(tmp_path):
+@pytest.mark.slow
+def test_plot_writes_every_figure_in_the_chosen_format(run_cli, tmp_path):
     run = tmp_path / "demo"
     shutil.copytree(DEMO, run)
-    result = scratchmlm("plot", run, "--format", "svg", "--layer", 2, "--head", 3,
-                        "--prompt", "To be, or not to b[MASK], that is")
+    result = run_cli("plot", run, "--format", "svg", "--layer", 2, "--head", 3,
+                     "--prompt", "To be, or not to b[MASK], that is")
     assert result.returncode == 0, result.stderr
     names = ["curves.svg", "noam.svg", "attention_layer2_head3.svg", "attention_grid.svg"]
     assert result.stdout.split() == [str(run / "plots" / name) for name in names]
@@ -53,9 +46,9 @@ def test_plot_writes_every_figure_in_the_chosen_format(tmp_path):
     assert [f"head {head}" for head in range(8)] == [t for t in grid if t.startswith("head ")]
 
 
-def test_compare_overlays_two_schedules(tmp_path):
+def test_compare_overlays_two_schedules(run_cli, tmp_path):
     out = tmp_path / "schedules.svg"
-    result = scratchmlm("compare", SEED_RUN, WARMUP500_RUN, "--out", out)
+    result = run_cli("compare", SEED_RUN, WARMUP500_RUN, "--out", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out)
     texts = svg_texts(out)
@@ -64,14 +57,11 @@ def test_compare_overlays_two_schedules(tmp_path):
     assert "(d) Learning rate" in texts and "(b) Validation cross-entropy" in texts
 
 
-def test_compare_with_labels_and_a_format_writes_compare_dot_format(tmp_path, monkeypatch, capsys):
-    """The same entry point as the subprocess above, called in-process (fast)."""
-    from scratchmlm.harness.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    assert main(["compare", str(SEED_RUN), str(WARMUP500_RUN), "--labels", "warm-up 2000", "warm-up 500",
-                 "--format", "svg"]) == 0
-    assert capsys.readouterr().out.strip() == "compare.svg"
+def test_compare_with_labels_and_a_format_writes_compare_dot_format(run_cli, tmp_path):
+    result = run_cli("compare", SEED_RUN, WARMUP500_RUN, "--labels", "warm-up 2000", "warm-up 500", "--format", "svg",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "compare.svg"
     texts = svg_texts(tmp_path / "compare.svg")
     assert "warm-up 2000: [MASK] only" in texts and "warm-up 500: all" in texts and "seed_cpu" not in texts
 
@@ -85,12 +75,11 @@ def test_compare_with_labels_and_a_format_writes_compare_dot_format(tmp_path, mo
     ([SEED_RUN, WARMUP500_RUN, "--out", "{empty}/c.png", "--format", "svg"], ".png but --format is svg"),
     ([SEED_RUN, WARMUP500_RUN, "--out", "{empty}/c.jpg"], "use .png, .svg or .pdf"),
 ])
-def test_compare_refuses_bad_arguments(tmp_path, capsys, arguments, fragment):
-    """One line saying what is wrong (in-process, as above), and no figure."""
-    from scratchmlm.harness.cli import main
-
-    assert main(["compare", *[str(a).format(empty=tmp_path) for a in arguments]]) == 2
-    error = capsys.readouterr().err.strip()
+def test_compare_refuses_bad_arguments(run_cli, tmp_path, arguments, fragment):
+    """One line saying what is wrong, and no figure."""
+    result = run_cli("compare", *[str(a).format(empty=tmp_path) for a in arguments])
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr.strip()
     assert error.startswith("scratchmlm: error: ") and "\n" not in error, error
     assert fragment.format(empty=tmp_path) in error, error
     assert list(tmp_path.iterdir()) == []                   # nothing written

@@ -3,12 +3,8 @@ one-line errors naming the file), and an exported folder that gives the run's lo
 without unpickling anything."""
 
 import json
-import os
 import pickle
 import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +15,6 @@ import scratchmlm as sm
 from scratchmlm.harness.export import load_safetensors, save_safetensors
 from scratchmlm.classroom.notebook import demo_run_dir
 from scratchmlm.sample import fill_mask_records
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def mixed_tensors() -> dict[str, torch.Tensor]:
@@ -180,29 +174,23 @@ def test_load_pretrained_explains_what_is_wrong(exported, tmp_path):
         sm.load_pretrained(broken)
 
 
-def scratchmlm(*args):
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "scratchmlm", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
-
-
-def test_export_command_writes_and_rewrites_a_folder_the_other_commands_read(tmp_path):
+def test_export_command_writes_and_rewrites_a_folder_the_other_commands_read(run_cli, tmp_path):
     out = tmp_path / "exported"
     for _ in range(2):                                   # a second export replaces the first
-        result = scratchmlm("export", demo_run_dir(), "--out", out)
+        result = run_cli("export", demo_run_dir(), "--out", out)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == [str(out / name) for name in ("model.safetensors", "config.json",
                                                                         "tokenizer.json")]
-    result = scratchmlm("fill-mask", out, "To be, or not to b[MASK]", "--json")
+    result = run_cli("fill-mask", out, "To be, or not to b[MASK]", "--json")
     assert result.returncode == 0, result.stderr
     model, tokenizer, _, _ = sm.load_run(demo_run_dir(), device="cpu")
     expected = fill_mask_records(sm.fill_mask(model, tokenizer, "To be, or not to b[MASK]"), tokenizer)
     assert json.loads(result.stdout) == expected
 
 
-def test_export_refuses_a_folder_holding_other_files(tmp_path):
+def test_export_refuses_a_folder_holding_other_files(run_cli, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = scratchmlm("export", demo_run_dir(), "--out", tmp_path)
+    result = run_cli("export", demo_run_dir(), "--out", tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("scratchmlm: error: ") and "notes.txt" in result.stderr
     assert result.stderr.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

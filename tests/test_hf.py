@@ -180,11 +180,11 @@ TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the 
         "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 30
 
 
-def cli_json(*args):
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        assert main([str(a) for a in args]) == 0
-    return json.loads(stdout.getvalue())
+def cli_json(run_cli, *args):
+    """The command's stdout, all of it one JSON document."""
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -215,12 +215,12 @@ def test_an_exported_run_loads_in_transformers_with_the_same_logits(trained_bert
         assert (hf_model(input_ids=ids[None]).logits - model(ids[None])).abs().max() < 1e-5
 
 
-def test_the_fill_mask_pipeline_gives_the_fill_mask_command_s_answers(trained_bert_run):
+def test_the_fill_mask_pipeline_gives_the_fill_mask_command_s_answers(run_cli, trained_bert_run):
     """scratchmlm fill-mask scores only real characters (renormalised without the specials); asked for
     the same candidates (``targets``) and renormalised alike, the pipeline gives the same top 5."""
     run_dir, exported = trained_bert_run
     text = "Whether 'tis nob[MASK]er in the [MASK]"
-    expected = cli_json("fill-mask", run_dir, text, "--json")
+    expected = cli_json(run_cli, "fill-mask", run_dir, text, "--json")
     tokenizer = load_run(run_dir, "best", "cpu")[1]
     fill = transformers.pipeline("fill-mask", model=str(exported), device="cpu")
     real = tokenizer.vocab[tokenizer.first_real_id:]

@@ -2,8 +2,6 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -34,26 +32,22 @@ def test_seed_preset_is_the_defaults_and_fast_changes_only_what_it_says():
         preset("fastest")
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "scratchmlm", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_train_starts_from_the_preset_and_flags_override_it(tmp_path):
-    done = run("train", "--preset", "fast", "--warmup", "3", "--steps", "2", "--num-layers", "1",
-               "--valid-windows", "16", "--eval-every", "2", "--run-dir", tmp_path / "run", "--quiet")
+def test_train_starts_from_the_preset_and_flags_override_it(run_cli, tmp_path):
+    done = run_cli("train", "--preset", "fast", "--warmup", "3", "--steps", "2", "--num-layers", "1",
+                   "--batch-size", "8", "--valid-windows", "16", "--eval-every", "2", "--run-dir", tmp_path / "run",
+                   "--quiet")
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["dropout"] == 0.0 and saved["train"]["noam_factor"] == 1.0   # from the preset
     assert saved["train"]["warmup"] == 3 and saved["model"]["num_layers"] == 1          # from the flags
 
 
-def test_preset_with_config_or_resume_is_refused(tmp_path):
+def test_preset_with_config_or_resume_is_refused(run_cli, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(RunConfig().to_dict()))
-    both = run("train", "--preset", "fast", "--config", config, "--run-dir", tmp_path / "a")
+    both = run_cli("train", "--preset", "fast", "--config", config, "--run-dir", tmp_path / "a")
     assert both.returncode == 2 and "--config or --preset, not both" in both.stderr
-    resumed = run("train", "--preset", "fast", "--resume", "--run-dir", tmp_path / "a")
+    resumed = run_cli("train", "--preset", "fast", "--resume", "--run-dir", tmp_path / "a")
     assert resumed.returncode == 2 and "--preset cannot be combined with --resume" in resumed.stderr
-    unknown = run("train", "--preset", "fastest", "--run-dir", tmp_path / "b")
+    unknown = run_cli("train", "--preset", "fastest", "--run-dir", tmp_path / "b")
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr

@@ -1,7 +1,8 @@
 """Reliability: no dead-end runs, no unbounded work, every untrusted byte checked.
 
 Each test is one way a user (or a damaged file) could break scratchmlm; the command line is called
-in-process, except where the process itself (signals at start-up) is what is tested.
+in-process (``run_cli``, see conftest.py), except where the process itself (signals at start-up, the
+modules a fresh interpreter imports) is what is tested.
 """
 
 import json
@@ -20,7 +21,6 @@ import pytest
 import torch
 
 import scratchmlm
-from scratchmlm.harness import cli
 from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
 from scratchmlm.errors import ScratchMLMError
 
@@ -37,14 +37,15 @@ def text_file(tmp_path_factory):
     return path
 
 
-def train(run, text_file, *extra):
-    return cli.main(["train", "--run-dir", str(run), "--data", str(text_file), *TINY, *extra])
+def train(run_cli, run, text_file, *extra):
+    return run_cli("train", "--run-dir", run, "--data", text_file, *TINY, *extra)
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, text_file):
+def trained_run(tmp_path_factory, text_file, run_cli):
     run = tmp_path_factory.mktemp("runs") / "run"
-    assert train(run, text_file, "--steps", "4") == 0
+    result = train(run_cli, run, text_file, "--steps", "4")
+    assert result.returncode == 0, result.stderr
     return run
 
 
@@ -54,15 +55,16 @@ def copy_run(run, tmp_path, name="copy"):
     return target
 
 
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
+def one_error_line(result, status=2) -> str:
+    assert result.returncode == status, (result.returncode, result.stderr)
+    err = result.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     return err
 
 
 # -- 1. dead-end runs -------------------------------------------------------------------------------
 
-def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(trained_run, text_file, tmp_path, capsys):
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(run_cli, trained_run, text_file, tmp_path):
     """Failed before: 'already exists' / 'has no checkpoints/last.pt'."""
     def killed_at_start_up(run):         # what a kill after config.json, before checkpoints/last.pt, leaves
         for name in ("checkpoints", "samples", "plots"):
@@ -72,16 +74,16 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(train
 
     run = copy_run(trained_run, tmp_path)
     killed_at_start_up(run)
-    assert train(run, text_file, "--steps", "2") == 0
-    assert "afresh" in capsys.readouterr().err
+    result = train(run_cli, run, text_file, "--steps", "2")
+    assert result.returncode == 0 and "afresh" in result.stderr, result.stderr
     assert (run / "checkpoints" / "last.pt").is_file()
     killed_at_start_up(run)
-    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "2", "--quiet"]) == 0
-    assert "afresh" in capsys.readouterr().err
+    result = run_cli("train", "--resume", "--run-dir", run, "--steps", "2", "--quiet")
+    assert result.returncode == 0 and "afresh" in result.stderr, result.stderr
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
 
-def test_a_run_whose_first_save_failed_can_be_started_again(text_file, tmp_path, monkeypatch, capsys):
+def test_a_run_whose_first_save_failed_can_be_started_again(run_cli, text_file, tmp_path, monkeypatch):
     """Failed before: the second command said 'already exists'."""
     from scratchmlm.harness import checkpoint
 
@@ -91,24 +93,24 @@ def test_a_run_whose_first_save_failed_can_be_started_again(text_file, tmp_path,
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
         patch.setattr(checkpoint.torch, "save", disk_full)     # torch.save writes into the checkpoint file
-        assert train(run, text_file, "--steps", "2") == 2
-    assert "No space left" in one_error_line(capsys)
-    assert train(run, text_file, "--steps", "2") == 0
+        failed = train(run_cli, run, text_file, "--steps", "2")
+    assert "No space left" in one_error_line(failed)
+    assert train(run_cli, run, text_file, "--steps", "2").returncode == 0
 
 
-def test_a_directory_holding_other_files_is_never_taken_over(text_file, tmp_path, capsys):
+def test_a_directory_holding_other_files_is_never_taken_over(run_cli, text_file, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    assert train(run, text_file, "--steps", "2") == 2
-    assert "already exists" in one_error_line(capsys)
+    assert "already exists" in one_error_line(train(run_cli, run, text_file, "--steps", "2"))
     assert (run / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
-def test_sigterm_during_start_up_leaves_a_run_that_resumes(text_file, tmp_path):
+def test_sigterm_during_start_up_leaves_a_run_that_resumes(run_cli, text_file, tmp_path):
     """Failed before: SIGTERM killed the process (no handler yet); the same command then said 'already
-    exists' and --resume 'has no checkpoints/last.pt'."""
+    exists' and --resume 'has no checkpoints/last.pt'. The signal goes to a subprocess; the commands
+    after it run in-process."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     command = [sys.executable, "-m", "scratchmlm", "train", "--run-dir", str(run), "--data", str(text_file),
@@ -121,17 +123,16 @@ def test_sigterm_during_start_up_leaves_a_run_that_resumes(text_file, tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
     assert "Traceback" not in err
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)   # the same command
+    again = run_cli(*command[3:])                                  # the same command
     assert again.returncode == 0, again.stderr
-    resumed = subprocess.run([*command[:3], "train", "--resume", "--run-dir", str(run), "--steps", "4", "--quiet"],
-                             env=env, capture_output=True, text=True, timeout=300)
+    resumed = run_cli("train", "--resume", "--run-dir", run, "--steps", "4", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
 
 
 # -- 2. Ctrl-C at start-up; a light --version --------------------------------------------------------
 
 def test_version_imports_no_torch():
-    """Failed before: the package __init__ imported torch."""
+    """Failed before: the package __init__ imported torch. A fresh interpreter: this one has torch."""
     code = ("import sys\nfrom scratchmlm.harness import cli\ntry:\n    cli.main(['--version'])\nexcept SystemExit:\n"
             "    pass\nprint('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -169,11 +170,10 @@ def test_ctrl_c_during_start_up_is_one_line_and_status_130(text_file, tmp_path):
     ["evaluate", "RUN", "--text", "the \udcff quick"],
     ["plot", "RUN", "--prompt", "the \udcff quick"],
 ])
-def test_text_that_is_not_valid_unicode_is_refused(trained_run, command, capsys):
+def test_text_that_is_not_valid_unicode_is_refused(run_cli, trained_run, command):
     """Failed before: UnicodeEncodeError from the surrogate escapes of non-UTF-8 argv bytes."""
     argv = [str(trained_run) if part == "RUN" else part for part in command]
-    assert cli.main(argv) == 2
-    assert "UTF-8" in one_error_line(capsys)
+    assert "UTF-8" in one_error_line(run_cli(*argv))
 
 
 @pytest.mark.parametrize("argv", [
@@ -183,33 +183,36 @@ def test_text_that_is_not_valid_unicode_is_refused(trained_run, command, capsys)
     ["train", "--tokenizer", "bpe", "--vocab-size", str(10 ** 12)],
     ["fill-mask", "RUN", "a[MASK]", "--top-k", str(10 ** 30)],
 ])
-def test_integers_beyond_what_the_library_can_use_are_refused(trained_run, tmp_path, argv, capsys):
+def test_integers_beyond_what_the_library_can_use_are_refused(run_cli, trained_run, tmp_path, argv):
     """Failed before (sample --seed, --vocab-size): an overflow from deep inside torch / tokenizers."""
     argv = [str(trained_run) if part == "RUN" else part for part in argv]
     if argv[0] == "train":
         argv += ["--run-dir", str(tmp_path / "run")]
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_info:            # argparse: usage, then the error
-        status = exit_info.code
-    assert status == 2
-    assert "at most" in capsys.readouterr().err
+    result = run_cli(*argv)                    # argparse: usage, then the error
+    assert result.returncode == 2
+    assert "at most" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_a_symlink_loop_as_data_is_refused(tmp_path, capsys):
+def test_a_symlink_loop_as_data_is_refused(run_cli, tmp_path):
     """Failed before: RuntimeError('Symlink loop') from Path.resolve."""
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), "--data", str(loop), *TINY]) == 2
-    assert "loop" in one_error_line(capsys)
+    assert "loop" in one_error_line(run_cli("train", "--run-dir", tmp_path / "run", "--data", loop, *TINY))
     assert not (tmp_path / "run").exists()
 
 
-def main_without_blocking(argv, fifo):
-    """``cli.main(argv)`` in a thread; if it still waits after 30 s, the FIFO gets a writer and the test fails."""
+def main_without_blocking(run_cli, argv, fifo):
+    """``run_cli(*argv)`` in a thread; if it still waits after 30 s, the FIFO gets a writer and the test fails."""
     status = []
-    worker = threading.Thread(target=lambda: status.append(cli.main(argv)), daemon=True)
+
+    def call():
+        try:
+            status.append(run_cli(*argv))
+        except BaseException as error:          # noqa: BLE001  (raised again in the test's thread)
+            status.append(error)
+
+    worker = threading.Thread(target=call, daemon=True)
     worker.start()
     worker.join(timeout=30)
     if worker.is_alive():                       # unblock the reader (each time it opens the FIFO), then fail
@@ -220,24 +223,26 @@ def main_without_blocking(argv, fifo):
                 pass
             worker.join(timeout=0.1)
         pytest.fail(f"{argv[0]} blocked on the FIFO {fifo}")
+    if isinstance(status[0], BaseException):
+        raise status[0]
     return status[0]
 
 
-def test_a_fifo_as_config_is_refused_without_blocking(tmp_path, capsys):
+def test_a_fifo_as_config_is_refused_without_blocking(run_cli, tmp_path):
     """Failed before: open() of the FIFO waited forever for a writer."""
     fifo = tmp_path / "config.json"
     os.mkfifo(fifo)
-    assert main_without_blocking(["train", "--config", str(fifo)], fifo) == 2
-    assert "not a regular file" in one_error_line(capsys)
+    assert "not a regular file" in one_error_line(main_without_blocking(run_cli, ["train", "--config", fifo], fifo))
 
 
-def test_a_fifo_inside_a_run_is_refused_without_blocking(trained_run, tmp_path, capsys):
+def test_a_fifo_inside_a_run_is_refused_without_blocking(run_cli, trained_run, tmp_path):
     """Failed before: reading tokenizer.json waited forever for a writer."""
     run = copy_run(trained_run, tmp_path)
     (run / "tokenizer.json").unlink()
     os.mkfifo(run / "tokenizer.json")
-    assert main_without_blocking(["fill-mask", str(run), "a[MASK]", "--checkpoint", "last"], run / "tokenizer.json") == 2
-    assert "not a regular file" in one_error_line(capsys)
+    result = main_without_blocking(run_cli, ["fill-mask", run, "a[MASK]", "--checkpoint", "last"],
+                                   run / "tokenizer.json")
+    assert "not a regular file" in one_error_line(result)
 
 
 # -- 4. huge but valid values: bounded work --------------------------------------------------------
@@ -271,7 +276,7 @@ def test_training_curves_of_a_record_at_a_huge_step_sample_the_schedule(trained_
 
 @pytest.mark.parametrize("field, value", [("d_model", 10 ** 30), ("num_layers", 10 ** 7), ("d_ff", 2 ** 62)])
 @pytest.mark.parametrize("command", ["fill-mask", "evaluate", "plot", "export"])
-def test_a_config_asking_for_an_impossible_model_is_refused_before_building(trained_run, tmp_path, capsys,
+def test_a_config_asking_for_an_impossible_model_is_refused_before_building(run_cli, trained_run, tmp_path,
                                                                              field, value, command):
     """Failed before: d_model 10**30 raised a TypeError; num_layers 10**7 hung building layers."""
     run = copy_run(trained_run, tmp_path)
@@ -281,8 +286,7 @@ def test_a_config_asking_for_an_impossible_model_is_refused_before_building(trai
     (run / "config.json").write_text(json.dumps(config))
     argv = {"fill-mask": ["fill-mask", str(run), "a[MASK]"], "evaluate": ["evaluate", str(run)],
             "plot": ["plot", str(run)], "export": ["export", str(run)]}[command]
-    assert cli.main([*argv, "--checkpoint", "last"]) == 2
-    error = one_error_line(capsys)
+    error = one_error_line(run_cli(*argv, "--checkpoint", "last"))
     assert "GiB" in error or "at most" in error
 
 
@@ -300,19 +304,17 @@ def relabel_one_tensor(path: Path, new_dtype: str) -> None:
     path.write_bytes(raw[:8] + encoded + raw[8 + length:])
 
 
-def test_weights_relabelled_as_another_dtype_are_refused(trained_run, tmp_path, capsys):
+def test_weights_relabelled_as_another_dtype_are_refused(run_cli, trained_run, tmp_path):
     """Failed before: F32 bytes read as I32 were cast silently; fill-mask printed garbage, exit 0."""
     out = tmp_path / "export"
-    assert cli.main(["export", str(trained_run), "--out", str(out), "--checkpoint", "last"]) == 0
-    capsys.readouterr()
+    assert run_cli("export", trained_run, "--out", out, "--checkpoint", "last").returncode == 0
     relabel_one_tensor(out / "model.safetensors", "I32")
-    assert cli.main(["fill-mask", str(out), "a[MASK]"]) == 2
-    assert "int32" in one_error_line(capsys)
+    assert "int32" in one_error_line(run_cli("fill-mask", out, "a[MASK]"))
     with pytest.raises(ScratchMLMError, match="float32"):
         scratchmlm.load_pretrained(out, device="cpu")
 
 
-def test_nan_weights_are_one_line_in_fill_mask(trained_run, tmp_path, capsys):
+def test_nan_weights_are_one_line_in_fill_mask(run_cli, trained_run, tmp_path):
     """Failed before: fill-mask --json crashed on NaN scores (evaluate reports the diverged model, null)."""
     run = copy_run(trained_run, tmp_path)
     path = run / "checkpoints" / "last.pt"
@@ -320,10 +322,10 @@ def test_nan_weights_are_one_line_in_fill_mask(trained_run, tmp_path, capsys):
     name = next(iter(state["model"]))
     state["model"][name] = torch.full_like(state["model"][name], float("nan"))
     save_checkpoint(state, path)
-    assert cli.main(["fill-mask", str(run), "a[MASK]", "--json", "--checkpoint", "last"]) == 2
-    assert "not finite" in one_error_line(capsys)
-    assert cli.main(["evaluate", str(run), "--json", "--checkpoint", "last"]) == 0
-    assert json.loads(capsys.readouterr().out)["pseudo_perplexity"]["value"] is None
+    assert "not finite" in one_error_line(run_cli("fill-mask", run, "a[MASK]", "--json", "--checkpoint", "last"))
+    evaluated = run_cli("evaluate", run, "--json", "--checkpoint", "last")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["pseudo_perplexity"]["value"] is None
 
 
 # -- 6. stored records: every field checked --------------------------------------------------------
@@ -334,20 +336,18 @@ def test_nan_weights_are_one_line_in_fill_mask(trained_run, tmp_path, capsys):
     if r["type"] == "eval" else r,
     lambda r: {**r, "name": 7} if r["type"] == "baseline" else r,
 ])
-def test_damaged_metrics_fields_are_one_line_errors(trained_run, tmp_path, capsys, change):
+def test_damaged_metrics_fields_are_one_line_errors(run_cli, trained_run, tmp_path, change):
     """Failed before: a TypeError / AttributeError in plot (and in the code formatting the error)."""
     run = copy_run(trained_run, tmp_path)
     records = [change(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert cli.main(["plot", str(run), "--checkpoint", "last"]) == 2
-    assert "metrics.jsonl line" in one_error_line(capsys)
-    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "6", "--quiet"]) == 2
-    one_error_line(capsys)
+    assert "metrics.jsonl line" in one_error_line(run_cli("plot", run, "--checkpoint", "last"))
+    one_error_line(run_cli("train", "--resume", "--run-dir", run, "--steps", "6", "--quiet"))
 
 
 @pytest.mark.parametrize("field, value", [("step", -5), ("rng_by_rank", []), ("evals_without_improvement", -1),
                                           ("last_eval_step", 99)])
-def test_checkpoint_fields_out_of_range_are_refused_and_nothing_is_lost(trained_run, tmp_path, capsys, field, value):
+def test_checkpoint_fields_out_of_range_are_refused_and_nothing_is_lost(run_cli, trained_run, tmp_path, field, value):
     """Failed before: step -5 was resumed and deleted every metrics record; rng_by_rank [] an IndexError."""
     run = copy_run(trained_run, tmp_path)
     path = run / "checkpoints" / "last.pt"
@@ -355,26 +355,24 @@ def test_checkpoint_fields_out_of_range_are_refused_and_nothing_is_lost(trained_
     state[field] = value
     save_checkpoint(state, path)
     metrics = (run / "metrics.jsonl").read_text()
-    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "6", "--quiet"]) == 2
-    assert field in one_error_line(capsys)
+    assert field in one_error_line(run_cli("train", "--resume", "--run-dir", run, "--steps", "6", "--quiet"))
     assert (run / "metrics.jsonl").read_text() == metrics
 
 
 # -- 7. --init-from ------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_init_from_an_export_and_resume_after_the_source_moved(trained_run, text_file, tmp_path, capsys):
+def test_init_from_an_export_and_resume_after_the_source_moved(run_cli, trained_run, text_file, tmp_path):
     """Failed before: KeyError 'model' from an export; 'not a run directory' once the source moved."""
     source = tmp_path / "export"
-    assert cli.main(["export", str(trained_run), "--out", str(source), "--checkpoint", "last"]) == 0
+    assert run_cli("export", trained_run, "--out", source, "--checkpoint", "last").returncode == 0
     run = tmp_path / "adapted"
-    assert cli.main(["train", "--run-dir", str(run), "--data", str(text_file), "--init-from", str(source),
-                     "--seq-len", "16", "--batch-size", "4", "--valid-windows", "8", "--log-every", "1",
-                     "--eval-every", "2", "--warmup", "2", "--quiet", "--steps", "2"]) == 0
+    adapted = run_cli("train", "--run-dir", run, "--data", text_file, "--init-from", source, "--seq-len", "16",
+                      "--batch-size", "4", "--valid-windows", "8", "--log-every", "1", "--eval-every", "2",
+                      "--warmup", "2", "--quiet", "--steps", "2")
+    assert adapted.returncode == 0, adapted.stderr
     source.rename(tmp_path / "moved")
-    capsys.readouterr()
-    assert cli.main(["train", "--resume", "--run-dir", str(run), "--steps", "4", "--quiet"]) == 0, \
-        capsys.readouterr().err
+    resumed = run_cli("train", "--resume", "--run-dir", run, "--steps", "4", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
 
 

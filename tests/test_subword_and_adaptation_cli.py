@@ -1,4 +1,4 @@
-"""Subword vocabularies, the new maskers and domain adaptation, through the real command line."""
+"""Subword vocabularies, the new maskers and domain adaptation, through the real command line (in-process)."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 from scratchmlm.harness.build import RunData
 from scratchmlm.evaluate import evaluate
 from scratchmlm.harness.run_dir import load_run, read_metrics
-from test_cli import TINY_MODEL, scratchmlm
+from test_cli import TINY_MODEL
 
 # A text that is not Shakespeare, with digits (which Tiny Shakespeare's alphabet lacks but for '3').
 LOGBOOK = "".join(
@@ -20,11 +20,12 @@ LOGBOOK = "".join(
         ["gannet", "petrel", "tern", "cormorant"] * 100, ["rocks", "shallows", "cliffs", "beach", "weed"] * 80))
 
 
-def test_a_wordpiece_run_with_span_masking_works_end_to_end(tmp_path):
+@pytest.mark.slow
+def test_a_wordpiece_run_with_span_masking_works_end_to_end(run_cli, tmp_path):
     run = tmp_path / "run"
-    result = scratchmlm("train", "--run-dir", run, "--steps", 40, "--warmup", 20, "--eval-every", 20,
-                        "--tokenizer", "wordpiece", "--vocab-size", 400, "--masking", "span",
-                        "--color", "never", *TINY_MODEL)
+    result = run_cli("train", "--run-dir", run, "--steps", 40, "--warmup", 20, "--eval-every", 20,
+                     "--tokenizer", "wordpiece", "--vocab-size", 400, "--masking", "span",
+                     "--batch-size", 16, "--valid-windows", 256, "--color", "never", *TINY_MODEL)
     assert result.returncode == 0, result.stderr
     assert "fills correct" in result.stdout
     hf = json.loads((run / "tokenizer.json").read_text())
@@ -34,34 +35,35 @@ def test_a_wordpiece_run_with_span_masking_works_end_to_end(tmp_path):
     bigram = next(r for r in records if r["type"] == "baseline" and r["name"] == "bigram")
     assert [r["step"] for r in evals] == [20, 40] and bigram["top1"] > 0.1
     # resume continues with the run's own tokenizer
-    assert scratchmlm("train", "--run-dir", run, "--resume", "--steps", 50).returncode == 0
-    filled = scratchmlm("fill-mask", run, "To be, or not to [MASK]", "--json")
+    assert run_cli("train", "--run-dir", run, "--resume", "--steps", 50).returncode == 0
+    filled = run_cli("fill-mask", run, "To be, or not to [MASK]", "--json")
     assert filled.returncode == 0, filled.stderr
     candidates = json.loads(filled.stdout)[0]
     assert len(candidates) == 5 and all(c["sequence"].startswith("To be, or not to") for c in candidates)
     assert all(c["sequence"] == "To be, or not to" + c["token_str"] for c in candidates)
-    evaluated = scratchmlm("evaluate", run, "--json")
+    evaluated = run_cli("evaluate", run, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["model"]["top1"] is not None
-    sampled = scratchmlm("sample", run, "--count", 2, "--color", "never")
+    sampled = run_cli("sample", run, "--count", 2, "--color", "never")
     assert sampled.returncode == 0 and "fills correct" in sampled.stdout
 
 
 @pytest.fixture(scope="module")
-def source_run(tmp_path_factory):
+def source_run(tmp_path_factory, run_cli):
     run = tmp_path_factory.mktemp("adapt") / "shakespeare"
-    result = scratchmlm("train", "--run-dir", run, "--steps", 60, "--warmup", 30, "--eval-every", 30,
-                        "--seq-len", 24, "--quiet", *TINY_MODEL)
+    result = run_cli("train", "--run-dir", run, "--steps", 60, "--warmup", 30, "--eval-every", 30,
+                     "--seq-len", 24, "--quiet", *TINY_MODEL)
     assert result.returncode == 0, result.stderr
     return run
 
 
-def test_init_from_continues_a_run_on_new_text_and_reports_before_and_after(source_run, tmp_path):
+@pytest.mark.slow
+def test_init_from_continues_a_run_on_new_text_and_reports_before_and_after(run_cli, source_run, tmp_path):
     data = tmp_path / "logbook.txt"
     data.write_text(LOGBOOK)
     run = tmp_path / "adapted"
-    result = scratchmlm("train", "--init-from", source_run, "--data", data, "--run-dir", run, "--steps", 60,
-                        "--warmup", 20, "--eval-every", 30, "--seq-len", 24, "--color", "never")
+    result = run_cli("train", "--init-from", source_run, "--data", data, "--run-dir", run, "--steps", 60,
+                     "--warmup", 20, "--eval-every", 30, "--seq-len", 24, "--color", "never")
     assert result.returncode == 0, result.stderr
     # the vocabulary is kept; the digits it lacks are reported, with their counts
     assert (run / "tokenizer.json").read_text() == (source_run / "tokenizer.json").read_text()
@@ -86,13 +88,13 @@ def test_init_from_continues_a_run_on_new_text_and_reports_before_and_after(sour
     # the source run is untouched, and the adapted run can be resumed and evaluated
     assert torch.equal(load_run(source_run, "best", "cpu")[0].generator.projection.weight,
                        model.generator.projection.weight)
-    assert scratchmlm("train", "--run-dir", run, "--resume", "--steps", 70, "--quiet").returncode == 0
-    assert scratchmlm("evaluate", run).returncode == 0
+    assert run_cli("train", "--run-dir", run, "--resume", "--steps", 70, "--quiet").returncode == 0
+    assert run_cli("evaluate", run).returncode == 0
 
 
-def test_init_from_refuses_what_cannot_work(source_run, tmp_path):
-    result = scratchmlm("train", "--init-from", tmp_path / "nothing", "--run-dir", tmp_path / "a", "--steps", 5)
+def test_init_from_refuses_what_cannot_work(run_cli, source_run, tmp_path):
+    result = run_cli("train", "--init-from", tmp_path / "nothing", "--run-dir", tmp_path / "a", "--steps", 5)
     assert result.returncode == 2 and "no config.json" in result.stderr
-    result = scratchmlm("train", "--init-from", source_run, "--run-dir", tmp_path / "b", "--steps", 5,
-                        "--seq-len", 64)
+    result = run_cli("train", "--init-from", source_run, "--run-dir", tmp_path / "b", "--steps", 5,
+                     "--seq-len", 64)
     assert result.returncode == 2 and "--seq-len 64 is longer than the 32 tokens" in result.stderr

@@ -73,6 +73,7 @@ def test_clipping_bounds_the_norm_and_scheduler_advances_once_per_step(monkeypat
     assert len(seen_norms) == 5
 
 
+@pytest.mark.slow
 def test_overfits_one_fixed_batch(corpus_ids, tokenizer):
     """The classic sanity check: one fixed masked batch, learnt to > 99% accuracy within 300 steps."""
     torch.manual_seed(0)
@@ -94,6 +95,7 @@ def test_overfits_one_fixed_batch(corpus_ids, tokenizer):
     assert result.loss.item() < 0.1
 
 
+@pytest.mark.slow
 def test_short_real_run_beats_the_unigram_baseline(tmp_path):
     """A few hundred steps of the seed model on the real corpus: +10 points over unigram."""
     config = RunConfig(ModelConfig(), TrainConfig(steps=300, warmup=100, noam_factor=0.25, log_every=50,
@@ -105,6 +107,7 @@ def test_short_real_run_beats_the_unigram_baseline(tmp_path):
     assert result["fingerprint"] == baselines["unigram"]["fingerprint"]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit(tmp_path, corpus_text):
     text = corpus_text[:60_000]
     straight = Trainer(small_config(steps=40), tmp_path / "straight", text=text, progress=False)
@@ -122,6 +125,7 @@ def test_resume_is_bit_for_bit(tmp_path, corpus_text):
     assert [r["step"] for r in b_records] == [5, 10, 15, 20, 25, 30, 35, 40]
 
 
+@pytest.mark.slow
 def test_run_directory_contents_and_checkpoints(tmp_path, corpus_text):
     run = tmp_path / "run"
     Trainer(small_config(), run, text=corpus_text[:60_000], progress=False).train()
@@ -232,6 +236,7 @@ def test_trainer_leaves_the_callers_config_alone(tmp_path, corpus_text):
     assert trainer.config.model.max_len == 16 and trainer.config.model.vocab_size == trainer.data.tokenizer.vocab_size
 
 
+@pytest.mark.slow
 def test_a_run_directory_has_one_writer(tmp_path, corpus_text):
     text = corpus_text[:60_000]
     first = Trainer(small_config(steps=10), tmp_path / "run", text=text, progress=False)
@@ -245,6 +250,7 @@ def test_a_run_directory_has_one_writer(tmp_path, corpus_text):
     assert steps == [5, 10, 15, 20]
 
 
+@pytest.mark.slow
 def test_a_run_that_stops_before_its_first_evaluation_can_be_resumed(tmp_path, corpus_text):
     text = corpus_text[:60_000]
     Trainer(small_config(steps=40), tmp_path / "run", text=text, progress=False)   # then it "crashes"
@@ -257,6 +263,7 @@ def test_a_run_that_stops_before_its_first_evaluation_can_be_resumed(tmp_path, c
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_swapped_tokenizer_or_changed_data(tmp_path, corpus_text):
     text = corpus_text[:60_000]
     Trainer(small_config(steps=5), tmp_path / "run", text=text, progress=False).train()
