@@ -545,7 +545,7 @@ def grade(submission: str | Path, seed: int | None = None, parts: list[str] | No
         if not report.passed:
             raise GraderError(f"the reference implementation fails the {part} check on seed {seed}; the grader "
                               f"is broken, not the submission:\n{report.to_text()}")
-    problem = ("" if (submission / "scratchmlm" / "checks" / "adapters.py").is_file()
+    problem = ("" if (submission / "scratchmlm" / "classroom" / "checks" / "adapters.py").is_file()
                else f"no scratchmlm/classroom/checks/adapters.py in {submission}")
     reports = []
     with tempfile.TemporaryDirectory(prefix="scratchmlm-grade-") as folder:
