@@ -49,18 +49,17 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         check_types(self, "model")
-        for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_len"):
-            if getattr(self, name) < 1:
-                raise ScratchMLMError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         # The modules' own checks (imported here, not at the top: the command line reads this module
         # for its flags, and `scratchmlm --help` imports no torch).
         from ..model.attention import check_heads
         from ..model.dropout import check_dropout
+        from ..model.mlm import check_model_arguments
 
+        sizes = {name: getattr(self, name) for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff",
+                                                        "max_len")}
+        as_config_error(check_model_arguments, self.init_std, **sizes)
         as_config_error(check_heads, self.d_model, self.num_heads)
         as_config_error(check_dropout, self.dropout)
-        if not self.init_std > 0:
-            raise ScratchMLMError(f"init_std must be positive, got {self.init_std}.")
         if not self.layer_norm_eps > 0:
             raise ScratchMLMError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}.")
         if self.architecture == "bert" and (self.norm_first or self.positional != "learned"):
@@ -169,11 +168,11 @@ TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def as_config_error(check, *values) -> None:
+def as_config_error(check, *values, **named_values) -> None:
     """Run a model module's own check of its arguments: its one-line ``ValueError`` (the model
     imports nothing from scratchmlm, so not a ``ScratchMLMError``) becomes a ``ScratchMLMError``."""
     try:
-        check(*values)
+        check(*values, **named_values)
     except ValueError as error:
         raise ScratchMLMError(str(error)) from None
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .bert_embeddings import BertEmbeddings
 from .encoder import Encoder
+from .mlm import check_model_arguments
 from .prediction_head import MaskedLMHead
 
 
@@ -33,13 +34,8 @@ class BertMLM(nn.Module):
                  init_std: float = 0.02, layer_norm_eps: float = 1e-12, type_vocab_size: int = 2,
                  padding_id: int = 0):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("num_heads", num_heads),
-                            ("num_layers", num_layers), ("d_ff", d_ff), ("max_len", max_len),
-                            ("type_vocab_size", type_vocab_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not init_std > 0:
-            raise ValueError(f"init_std must be positive, got {init_std!r}")
+        check_model_arguments(init_std, vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
+                              num_layers=num_layers, d_ff=d_ff, max_len=max_len, type_vocab_size=type_vocab_size)
         self.vocab_size = vocab_size
         self.max_len = max_len
         self.embeddings = BertEmbeddings(vocab_size, d_model, max_len, dropout, layer_norm_eps, type_vocab_size,

@@ -15,18 +15,25 @@ from .encoder import Encoder
 from .generator import Generator
 
 
+def check_model_arguments(init_std: float, **sizes: int) -> None:
+    """Every size (``d_model=128``, ...) a positive integer and ``init_std`` > 0, or a one-line
+    ``ValueError`` naming the argument. The models check their arguments with it, and so does the
+    configuration (``harness/config.py``), so the rule and its message live here only."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if not init_std > 0:
+        raise ValueError(f"init_std must be positive, got {init_std!r}.")
+
+
 class TransformerMLM(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = 128, num_heads: int = 8, num_layers: int = 6,
                  d_ff: int = 256, max_len: int = 32, dropout: float = 0.1, norm_first: bool = True,
                  activation: str = "gelu", positional: str = "sinusoidal", init_std: float = 0.02,
                  layer_norm_eps: float = 1e-5):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("num_heads", num_heads),
-                            ("num_layers", num_layers), ("d_ff", d_ff), ("max_len", max_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not init_std > 0:
-            raise ValueError(f"init_std must be positive, got {init_std!r}")
+        check_model_arguments(init_std, vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
+                              num_layers=num_layers, d_ff=d_ff, max_len=max_len)
         self.vocab_size = vocab_size
         self.max_len = max_len
         self.embeddings = Embeddings(vocab_size, d_model, max_len, positional, dropout)
