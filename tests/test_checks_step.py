@@ -13,6 +13,8 @@ from scratchmlm.classroom.checks.snapshots import load_snapshot
 from scratchmlm.classroom.checks.step import CAUSES, check_step
 from scratchmlm.step import StepResult
 
+pytestmark = pytest.mark.step
+
 
 def test_the_reference_passes():
     threads = torch.get_num_threads()

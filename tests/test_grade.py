@@ -150,6 +150,7 @@ def make_noam_scheduler(optimizer, d_model, warmup, factor=1.0):
 
 # -- fast: the pieces ----------------------------------------------------------------------------
 
+@pytest.mark.attention
 def test_the_lookup_spoof_fools_the_students_snapshot_items_only():
     """Why the grade exists: the shipped snapshot answers the student's frozen-input items; only the
     property items on inputs drawn inside the check catch the lookup, and those inputs are still
@@ -262,6 +263,7 @@ def test_a_blank_copy_gets_nothing_and_says_which_part_is_missing(tmp_path):
             report.part == "encoder" and report.not_implemented.startswith("Part 2"), report.to_text()
 
 
+@pytest.mark.attention
 @pytest.mark.slow
 def test_looking_up_the_shipped_answers_gets_no_credit(tmp_path):
     out = student_copy(tmp_path, {"attention"}, LOOKUP)
@@ -273,6 +275,7 @@ def test_looking_up_the_shipped_answers_gets_no_credit(tmp_path):
     assert parts["noam"].score == 10                     # the rest of the copy is graded as usual
 
 
+@pytest.mark.encoder
 @pytest.mark.slow
 def test_patching_the_checks_from_the_adapters_fools_check_but_not_grade(tmp_path):
     out = student_copy(tmp_path, {"encoder"}, PATCHER)

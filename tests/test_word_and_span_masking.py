@@ -20,6 +20,8 @@ from scratchmlm.masking import MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED, Span
 from scratchmlm.subword_tokenizer import SubwordTokenizer
 from test_masking import binomial_violation
 
+pytestmark = pytest.mark.masking
+
 SIGMAS = 5.0
 
 
