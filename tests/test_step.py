@@ -11,6 +11,16 @@ from scratchmlm.step import masked_cross_entropy, train_step
 pytestmark = pytest.mark.step
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one CPU thread: the tensors here are tiny, and on two cores shared with other work a
+    second thread costs more than it saves (the overfitting test: 2 s on one thread, 12 s on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_loss_ignores_unselected_positions():
     torch.manual_seed(0)
     logits = torch.randn(2, 8, 10, requires_grad=True)
@@ -64,7 +74,7 @@ def test_clipping_bounds_the_norm_and_scheduler_advances_once_per_step(monkeypat
     assert len(seen_norms) == 5
 
 
-def test_overfits_one_fixed_batch(corpus_ids, tokenizer):
+def test_overfits_one_fixed_batch(corpus_ids, tokenizer, one_thread):
     """The classic sanity check: one fixed masked batch, learnt to > 99% accuracy within 150 steps
     (a correct step gets there by step 50; 150 leaves room)."""
     torch.manual_seed(0)
