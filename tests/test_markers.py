@@ -1,9 +1,10 @@
 """The per-part markers select every test of their part, as the teacher's guide says
 (``pytest -m masking`` ... ``pytest -m noam``): the reference's unit tests and the graded checks.
 
-Each part is collected here as a teacher would select it, with ``-m PART``. Every test in the
-part's own files must be selected, the part's cases of the catalogue-wide files too, and the count
-must stay near what it is today, so a marker lost from a file, a decorator or a parameter fails here.
+The suite is collected once here (``--collect-only``) and each part selected as ``-m PART`` selects,
+by marker name. Every test in the part's own files must be selected, the part's cases of the
+catalogue-wide files too, and the count must stay near what it is today, so a marker lost from a
+file, a decorator or a parameter fails here.
 """
 
 from pathlib import Path
@@ -13,10 +14,10 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 # part -> (the files that test only this part: its unit tests, then its graded check; the fewest
-#          tests `-m PART` may select, half of its count when this was written: 66, 37, 51, 79, 28)
+#          tests `-m PART` may select, half of its count when this was written: 66, 51, 51, 79, 28)
 PARTS = {
     "masking": (["test_masking.py", "test_word_and_span_masking.py", "test_checks_masking.py"], 33),
-    "attention": (["test_checks_attention.py"], 18),
+    "attention": (["test_checks_attention.py"], 25),
     "encoder": (["test_checks_encoder.py"], 25),
     "step": (["test_step.py", "test_checks_step.py"], 40),
     "noam": (["test_noam.py", "test_checks_noam.py"], 14),
@@ -31,37 +32,33 @@ SHARED = {
 
 
 class Collected:
-    """A pytest plugin that keeps the node ids a collection selected."""
+    """A pytest plugin that keeps each collected test's marker names (what ``-m NAME`` selects on)."""
 
     def __init__(self):
-        self.selected: list[str] = []
+        self.markers: dict[str, set[str]] = {}
 
     def pytest_collection_finish(self, session):
-        self.selected = [item.nodeid for item in session.items]
+        self.markers = {item.nodeid: {mark.name for mark in item.iter_markers()} for item in session.items}
 
 
-def collect(*options: str) -> list[str]:
-    """The test ids ``pytest --collect-only OPTIONS`` selects from tests/, collected in this process."""
-    collected = Collected()
-    status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *options, str(TESTS)],
-                         plugins=[collected])
-    assert status in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED), f"collection failed: {status}"
-    return collected.selected
+@pytest.fixture(scope="module")
+def collected() -> dict[str, set[str]]:
+    """Every test under tests/ with its markers, collected once in this process (``--collect-only``)."""
+    plugin = Collected()
+    status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", str(TESTS)], plugins=[plugin])
+    assert status == pytest.ExitCode.OK, f"collection failed: {status}"
+    return plugin.markers
 
 
 def file_of(nodeid: str) -> str:
     return Path(nodeid.split("::")[0]).name
 
 
-@pytest.fixture(scope="module")
-def everything() -> list[str]:
-    return collect()
-
-
 @pytest.mark.parametrize("part", PARTS)
-def test_a_part_marker_selects_every_test_of_that_part(part, everything):
+def test_a_part_marker_selects_every_test_of_that_part(part, collected):
     own_files, fewest = PARTS[part]
-    selected = collect("-m", part)
+    everything = list(collected)
+    selected = [nodeid for nodeid, markers in collected.items() if part in markers]     # what -m PART runs
     chosen = set(selected)
     for name in own_files:
         in_file = [nodeid for nodeid in everything if file_of(nodeid) == name]
