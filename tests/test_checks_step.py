@@ -35,6 +35,7 @@ def test_each_bug_is_named(bug):
     assert {item.cause for item in failing} == {CAUSES[bug]}, report.to_text()
 
 
+@pytest.mark.slow                                   # 36 runs of the check; the catalogue sweep's step column
 @pytest.mark.parametrize("part, bug", [(part, bug) for part in ("masking", "attention", "encoder", "noam")
                                        for bug in sorted(MUTANTS[part])])
 def test_a_bug_in_another_part_does_not_fail_the_step_check(part, bug):
