@@ -16,8 +16,18 @@ import pytest
 from scratchmlm.classroom.assignment import BEGIN, END, HINT, TASKS, blank_solutions, make_assignment
 from scratchmlm.classroom.checks import PARTS
 from scratchmlm.errors import ScratchMLMError
+from scratchmlm.harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def needs_notebook_tools(execute: bool = False):
+    """Skip unless the dev-only notebook packages are installed (pip install -e ".[dev]"): a copy
+    holds the assignment notebook, which jupytext writes; running one needs nbclient and ipykernel."""
+    pytest.importorskip("jupytext")
+    if execute:
+        pytest.importorskip("nbclient")
+        pytest.importorskip("ipykernel")
 
 
 def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -29,6 +39,7 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def student_copy(tmp_path_factory):
+    needs_notebook_tools()
     out = tmp_path_factory.mktemp("assignment") / "student"
     make_assignment(set(TASKS), out, tutorials=True)
     return out
@@ -48,6 +59,7 @@ def solution_lines(source: str) -> set[str]:
     return {line for line in inside if len(line) >= 12 and line not in outside and not line.startswith("#")}
 
 
+@pytest.mark.slow
 def test_the_reference_passes_every_graded_check():
     for part, check in PARTS.items():
         report = check()
@@ -99,24 +111,49 @@ def test_every_stub_in_the_copy_comes_with_hints(student_copy):
     assert stubs == 9
 
 
-def test_whole_word_masking_needs_the_graded_masking_part(student_copy):
-    """_replace_selected (80/10/10) is shared by BertMasker and the whole-word masker, so it is
-    graded through BertMasker: a copy cannot pass Part 1 and leave it unwritten."""
-    code = """
+STUDENT_SESSION = """
+import json
 import torch, scratchmlm as sm
+from scratchmlm.classroom.checks import PARTS
 from scratchmlm.masking import WholeWordMasker
+
+seen = {"imported_from": sm.__file__}
+# the helpers a student uses while writing the parts
+tokenizer = sm.CharTokenizer.from_text("To be, or not to be")
+ids = tokenizer.encode("to be", parse_special=False)
+windows = sm.random_windows(torch.arange(3, 20), 4, 8, torch.Generator().manual_seed(0))
+seen["helpers"] = [tokenizer.decode(ids), list(windows.shape),
+                   list(sm.model.FeedForward(8, 16, 0.0)(torch.zeros(2, 3, 8)).shape)]
+# every part's graded check
+seen["reports"] = {part: check().to_dict() for part, check in PARTS.items()}
+# both maskers stop at the part that is not written yet
 tokenizer = sm.CharTokenizer.from_text("to be or not to be")
 ids = tokenizer.encode("to be or not to be", parse_special=False)[None]
+seen["maskers"] = {}
 for masker in (sm.BertMasker.for_tokenizer(tokenizer), WholeWordMasker.for_tokenizer(tokenizer)):
     try:
         masker(ids, torch.Generator().manual_seed(0))
     except NotImplementedError as error:
-        print(type(masker).__name__, error)
+        seen["maskers"][type(masker).__name__] = str(error)
+print(json.dumps(seen))
 """
-    result = run_python(code, student_copy)
+
+
+@pytest.fixture(scope="module")
+def student_session(student_copy) -> dict:
+    """What one Python process importing the student copy (not the reference) saw: a student's session."""
+    result = run_python(STUDENT_SESSION, student_copy)
     assert result.returncode == 0, result.stderr
-    assert "BertMasker Part 1 (masking)" in result.stdout
-    assert "WholeWordMasker Part 1 (masking): implement _replace_selected" in result.stdout
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_whole_word_masking_needs_the_graded_masking_part(student_session):
+    """_replace_selected (80/10/10) is shared by BertMasker and the whole-word masker, so it is
+    graded through BertMasker: a copy cannot pass Part 1 and leave it unwritten."""
+    maskers = student_session["maskers"]
+    assert maskers["BertMasker"].startswith("Part 1 (masking)")
+    assert maskers["WholeWordMasker"].startswith("Part 1 (masking): implement _replace_selected")
 
 
 def paths_named(markdown: str) -> set[str]:
@@ -182,6 +219,7 @@ def test_a_student_tutorial_runs_up_to_its_first_exercise(tmp_path, number):
     """On a copy with the schedule blanked (01 and 03 do not use it; tutorials that use a part the
     copy blanks stop at that part's message), everything runs until the first exercise cell asks
     for an answer."""
+    needs_notebook_tools(execute=True)
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -224,39 +262,24 @@ def test_a_wrong_exercise_answer_is_told_without_the_expected_value():
     assert "[[3, 1]" not in str(wrong.value)
 
 
-def test_the_student_copy_imports_and_its_helpers_work(student_copy):
-    code = """
-import torch, scratchmlm as sm
-assert sm.__file__.startswith(%r), sm.__file__
-tokenizer = sm.CharTokenizer.from_text("To be, or not to be")
-ids = tokenizer.encode("to be", parse_special=False)
-assert tokenizer.decode(ids) == "to be"
-windows = sm.random_windows(torch.arange(3, 20), 4, 8, torch.Generator().manual_seed(0))
-assert windows.shape == (4, 8)
-model = sm.model.FeedForward(8, 16, 0.0)
-assert model(torch.zeros(2, 3, 8)).shape == (2, 3, 8)
-print("ok")
-""" % str(student_copy)
-    result = run_python(code, student_copy)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+@pytest.mark.slow
+def test_the_student_copy_imports_and_its_helpers_work(student_copy, student_session):
+    assert student_session["imported_from"].startswith(str(student_copy)), student_session["imported_from"]
+    assert student_session["helpers"] == ["to be", [4, 8], [2, 3, 8]]
 
 
-def test_every_blanked_part_fails_with_its_own_message(student_copy):
-    code = """
-import json
-from scratchmlm.classroom.checks import PARTS
-print(json.dumps({part: check().to_dict() for part, check in PARTS.items()}))
-"""
-    result = run_python(code, student_copy)
-    assert result.returncode == 0, result.stderr
-    reports = json.loads(result.stdout)
+@pytest.mark.slow
+def test_every_blanked_part_fails_with_its_own_message(student_session):
+    reports = student_session["reports"]
     for part, (number, _) in TASKS.items():
         report = reports[part]
         assert not report["passed"] and report["score"] == 0
         assert report["not_implemented"].startswith(f"Part {number} ({part})"), report
 
 
+@pytest.mark.slow
 def test_a_copy_with_one_part_blanked_fails_only_that_part(tmp_path):
+    needs_notebook_tools()
     out = tmp_path / "attention_only"
     make_assignment({"attention"}, out)
     result = subprocess.run([sys.executable, "-m", "scratchmlm", "check", "all", "--json"], cwd=out,
@@ -270,32 +293,34 @@ def test_a_copy_with_one_part_blanked_fails_only_that_part(tmp_path):
     assert all(reports[part]["passed"] for part in ("masking", "step", "noam")), reports
 
 
-def test_the_check_command_on_the_reference(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "scratchmlm", "check", "noam"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "Part 5" in result.stdout and "PASS" in result.stdout
+def test_the_check_command_on_the_reference(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)                          # any directory: the checks ship with the package
+    assert main(["check", "noam"]) == 0
+    out = capsys.readouterr().out
+    assert "Part 5" in out and "PASS" in out
 
 
-def test_assignment_make_on_the_command_line(tmp_path):
+def test_assignment_make_on_the_command_line(tmp_path, capsys):
+    needs_notebook_tools()
     out = tmp_path / "copy"
-    result = subprocess.run([sys.executable, "-m", "scratchmlm", "assignment", "make", "--tasks", "noam,step",
-                             "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "scratchmlm/noam.py" in result.stdout and "scratchmlm/step.py" in result.stdout
+
+    def make(*options: str) -> tuple[int, str, str]:
+        status = main(["assignment", "make", *options])
+        printed = capsys.readouterr()
+        return status, printed.out, printed.err
+
+    status, printed, errors = make("--tasks", "noam,step", "--out", str(out))
+    assert status == 0, errors
+    assert "scratchmlm/noam.py" in printed and "scratchmlm/step.py" in printed
     assert "NotImplementedError" not in (out / "scratchmlm/masking.py").read_text()
     assert not (out / "tutorials/01_characters_and_windows.py").exists()
-    with_tutorials = subprocess.run([sys.executable, "-m", "scratchmlm", "assignment", "make", "--tasks", "noam",
-                                     "--tutorials", "--out", str(tmp_path / "tutorials")],
-                                    capture_output=True, text=True, timeout=300)
-    assert with_tutorials.returncode == 0, with_tutorials.stderr
-    assert "tutorials/06_schedules.ipynb" in with_tutorials.stdout
-    again = subprocess.run([sys.executable, "-m", "scratchmlm", "assignment", "make", "--tasks", "noam",
-                            "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "already exists" in again.stderr
-    wrong = subprocess.run([sys.executable, "-m", "scratchmlm", "assignment", "make", "--tasks", "maskin",
-                            "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
-    assert wrong.returncode == 2 and "masking, attention" in wrong.stderr
+    status, printed, errors = make("--tasks", "noam", "--tutorials", "--out", str(tmp_path / "tutorials"))
+    assert status == 0, errors
+    assert "tutorials/06_schedules.ipynb" in printed
+    status, _, errors = make("--tasks", "noam", "--out", str(out))
+    assert status == 2 and "already exists" in errors
+    status, _, errors = make("--tasks", "maskin", "--out", str(tmp_path / "x"))
+    assert status == 2 and "masking, attention" in errors
 
 
 def test_blanking_keeps_hints_and_indentation_and_refuses_broken_markers():
@@ -315,6 +340,7 @@ def test_blanking_keeps_hints_and_indentation_and_refuses_broken_markers():
 
 
 def execute_notebook(path: Path, tmp_path: Path, pythonpath: Path | None = None):
+    needs_notebook_tools(execute=True)
     import nbformat
     from nbclient import NotebookClient
 
@@ -332,11 +358,13 @@ def execute_notebook(path: Path, tmp_path: Path, pythonpath: Path | None = None)
                      for cell in nb.cells if cell.cell_type == "code" for output in cell.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_the_assignment_notebook_passes_with_the_reference_answers(tmp_path):
     shown = execute_notebook(ROOT / "tutorials/assignment_masking_and_attention.ipynb", tmp_path)
     assert "Part 1: BERT masking: PASS" in shown and "Part 2: multi-head self-attention: PASS" in shown
 
 
+@pytest.mark.slow
 def test_the_student_notebook_runs_and_reports_both_parts_not_implemented(student_copy, tmp_path):
     notebook = student_copy / "tutorials/assignment_masking_and_attention.ipynb"
     assert "BEGIN SOLUTION" not in notebook.read_text()

@@ -1,15 +1,34 @@
-"""Part 2's graded check: its frozen snapshot is current, a correct implementation in another
-layout passes, and a stub or a wrong shape is reported, not raised."""
+"""Part 2's graded check: the reference passes, each known bug is named, its frozen snapshot is
+current, a correct implementation in another layout passes, and a stub or a wrong shape is
+reported, not raised."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from scratchmlm.classroom.checks import check_attention
+from scratchmlm.classroom.checks.attention import CAUSES
 from scratchmlm.classroom.checks.make_snapshots import attention_snapshot, check_distinguishable
+from scratchmlm.classroom.checks.mutants import MUTANTS
 from scratchmlm.classroom.checks.snapshots import load_snapshot
 
 pytestmark = pytest.mark.attention
+
+
+def test_the_reference_passes():
+    report = check_attention()
+    assert report.passed, report.to_text()
+    assert report.score == report.points == 25
+    assert all(item.tolerance for item in report.items)
+
+
+@pytest.mark.parametrize("bug", sorted(MUTANTS["attention"]))
+def test_each_bug_is_named(bug):
+    with MUTANTS["attention"][bug]():
+        report = check_attention()
+    failing = [item for item in report.items if not item.passed]
+    assert failing, f"{bug} passed:\n{report.to_text()}"
+    assert {item.cause for item in failing} == {CAUSES[bug]}, report.to_text()
 
 
 def test_the_snapshot_is_current():

@@ -14,6 +14,8 @@ from scratchmlm.classroom.checks.mutants import MUTANTS, replaced
 from scratchmlm.classroom.checks.snapshots import load_snapshot
 from scratchmlm.model import EncoderLayer
 
+pytestmark = pytest.mark.encoder
+
 
 def test_the_reference_passes():
     report = check_encoder()

@@ -19,6 +19,8 @@ from scratchmlm.classroom.checks.mutants import MUTANTS, VARIANTS, replaced
 from scratchmlm.classroom.checks.snapshots import snapshot_path
 from scratchmlm.masking import BertMasker, MaskedBatch
 
+pytestmark = pytest.mark.masking
+
 
 def test_the_reference_passes():
     report = check_masking()

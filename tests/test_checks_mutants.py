@@ -4,6 +4,9 @@ Each bug from the teacher's catalogue is swapped into the reference in turn; all
 Select one part with its marker: ``pytest -m attention``. One dependency is allowed and must say so:
 Part 3's property items run a live attention, so an attention bug may fail them, with the words
 "fix Part 2 first" (``encoder.ATTENTION_FIRST``) and nothing else.
+
+The sweep runs 48 bugs x 5 checks (about 40 s on 2 cores), so it is in the slow tier; the fast tier
+names each bug with its own part's check (``test_checks_PART.py::test_each_bug_is_named``).
 """
 
 import importlib
@@ -26,6 +29,7 @@ def test_every_part_has_a_catalogue_of_bugs():
         assert set(bugs) <= set(causes), f"{part}: bugs without words for the student: {set(bugs) - set(causes)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part, bug", CASES)
 def test_each_bug_is_named_by_its_part_and_fails_no_other(part, bug):
     words = importlib.import_module(f"scratchmlm.classroom.checks.{part}").CAUSES[bug]

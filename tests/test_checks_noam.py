@@ -12,6 +12,8 @@ from scratchmlm.classroom.checks.mutants import MUTANTS, replaced
 from scratchmlm.classroom.checks.noam import CAUSES, check_noam
 from scratchmlm.classroom.checks.snapshots import load_snapshot
 
+pytestmark = pytest.mark.noam
+
 
 def test_the_reference_passes():
     report = check_noam()

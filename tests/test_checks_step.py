@@ -13,6 +13,8 @@ from scratchmlm.classroom.checks.snapshots import load_snapshot
 from scratchmlm.classroom.checks.step import CAUSES, check_step
 from scratchmlm.step import StepResult
 
+pytestmark = pytest.mark.step
+
 
 def test_the_reference_passes():
     threads = torch.get_num_threads()
@@ -33,6 +35,7 @@ def test_each_bug_is_named(bug):
     assert {item.cause for item in failing} == {CAUSES[bug]}, report.to_text()
 
 
+@pytest.mark.slow                                   # 36 runs of the check; the catalogue sweep's step column
 @pytest.mark.parametrize("part, bug", [(part, bug) for part in ("masking", "attention", "encoder", "noam")
                                        for bug in sorted(MUTANTS[part])])
 def test_a_bug_in_another_part_does_not_fail_the_step_check(part, bug):

@@ -23,7 +23,7 @@ import torch
 from scratchmlm.harness.checkpoint import load_checkpoint
 from scratchmlm.harness.run_dir import read_metrics
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]     # each test starts torchrun and two workers
 
 HERE = Path(__file__).resolve().parent
 TINY = ["--d-model", "64", "--num-heads", "4", "--num-layers", "2", "--d-ff", "128", "--seq-len", "32",

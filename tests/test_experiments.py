@@ -33,6 +33,7 @@ def test_the_domain_text_is_reproducible_and_uses_the_stated_characters(tmp_path
     assert result.returncode == 0 and out.read_text() == generate(20_000, seed=3)
 
 
+@pytest.mark.slow
 def test_an_experiment_script_trains_its_variants_and_writes_its_table(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "experiments" / "curriculum.py"), "--steps", "4",
                              "--seeds", "0", "--device", "cpu", "--out", str(tmp_path / "runs"),
@@ -45,6 +46,7 @@ def test_an_experiment_script_trains_its_variants_and_writes_its_table(tmp_path)
     assert [run["steps"] for run in record["runs"]] == [4, 4] and record["seeds"] == [0]
 
 
+@pytest.mark.slow
 def test_the_speed_ablation_runs_each_variant_in_turn_and_tabulates_them(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "experiments" / "speed_ablation.py"),
                              "--variants", "fast", "batch-128", "--max-steps", "20", "--eval-every", "10",
@@ -61,6 +63,7 @@ def test_the_speed_ablation_runs_each_variant_in_turn_and_tabulates_them(tmp_pat
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_the_precision_comparison_runs_both_precisions_per_seed_and_tabulates_them(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "experiments" / "precision_seeds.py"),
                              "--seeds", "3", "--steps", "10", "--out", str(tmp_path)],
@@ -87,8 +90,9 @@ def test_the_benchmarks_flops_per_token_are_what_torch_counts_on_the_real_model(
     spec = importlib.util.spec_from_file_location("bench", REPO / "experiments" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for sizes in (bench.SEED, dict(d_model=64, num_heads=4, num_layers=3, d_ff=192, seq_len=16, batch_size=8,
-                                   vocab_size=50)):
+    # FLOPs per token do not depend on the batch size: the seed model on 2 rows instead of 64 is quick
+    for sizes in (dict(bench.SEED, batch_size=2), dict(d_model=64, num_heads=4, num_layers=3, d_ff=192, seq_len=16,
+                                                       batch_size=8, vocab_size=50)):
         model = TransformerMLM(vocab_size=sizes["vocab_size"], d_model=sizes["d_model"], num_heads=sizes["num_heads"],
                                num_layers=sizes["num_layers"], d_ff=sizes["d_ff"], max_len=sizes["seq_len"])
         ids = torch.randint(3, sizes["vocab_size"], (sizes["batch_size"], sizes["seq_len"]))

@@ -28,7 +28,9 @@ ALL_POINTS = 100
 
 def student_copy(tmp_path: Path, tasks: set[str], extra_adapters: str = "") -> Path:
     """A student copy with ``tasks`` blanked and ``extra_adapters`` appended to its adapters (later
-    definitions win, as when a student edits the file)."""
+    definitions win, as when a student edits the file). A copy holds the assignment notebook, written
+    with the dev-only jupytext (pip install -e ".[dev]"); without it these tests skip."""
+    pytest.importorskip("jupytext")
     out = tmp_path / ("copy_" + "_".join(sorted(tasks)) if tasks else tmp_path / "copy_reference")
     make_assignment(tasks, out)
     if extra_adapters:
@@ -150,6 +152,7 @@ def make_noam_scheduler(optimizer, d_model, warmup, factor=1.0):
 
 # -- fast: the pieces ----------------------------------------------------------------------------
 
+@pytest.mark.attention
 def test_the_lookup_spoof_fools_the_students_snapshot_items_only():
     """Why the grade exists: the shipped snapshot answers the student's frozen-input items; only the
     property items on inputs drawn inside the check catch the lookup, and those inputs are still
@@ -262,6 +265,7 @@ def test_a_blank_copy_gets_nothing_and_says_which_part_is_missing(tmp_path):
             report.part == "encoder" and report.not_implemented.startswith("Part 2"), report.to_text()
 
 
+@pytest.mark.attention
 @pytest.mark.slow
 def test_looking_up_the_shipped_answers_gets_no_credit(tmp_path):
     out = student_copy(tmp_path, {"attention"}, LOOKUP)
@@ -273,6 +277,7 @@ def test_looking_up_the_shipped_answers_gets_no_credit(tmp_path):
     assert parts["noam"].score == 10                     # the rest of the copy is graded as usual
 
 
+@pytest.mark.encoder
 @pytest.mark.slow
 def test_patching_the_checks_from_the_adapters_fools_check_but_not_grade(tmp_path):
     out = student_copy(tmp_path, {"encoder"}, PATCHER)

@@ -13,6 +13,8 @@ import torch
 from scratchmlm import IGNORE_INDEX, BertMasker, MaskedBatch, ScratchMLMError
 from scratchmlm.masking import MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED
 
+pytestmark = pytest.mark.masking
+
 SIGMAS = 5.0
 
 

@@ -15,6 +15,8 @@ def tiny_model(**overrides):
     return TransformerMLM(**settings)
 
 
+@pytest.mark.attention
+@pytest.mark.encoder
 def test_shapes_of_every_component():
     torch.manual_seed(0)
     ids = torch.randint(0, 68, (3, 32))
@@ -33,6 +35,7 @@ def test_shapes_of_every_component():
     assert logits.shape == (3, 32, 68) and attention[0].shape == (3, 8, 32, 32)
 
 
+@pytest.mark.attention
 def test_attention_rows_sum_to_one_and_padded_keys_get_zero_weight():
     torch.manual_seed(0)
     attention = MultiHeadAttention(16, 4, dropout=0.0)
@@ -46,6 +49,7 @@ def test_attention_rows_sum_to_one_and_padded_keys_get_zero_weight():
     assert torch.all(weights[0, :, :, :5] > 0)
 
 
+@pytest.mark.attention
 @pytest.mark.parametrize("with_padding", [False, True])
 def test_attention_equals_scaled_dot_product_attention_in_float64(with_padding):
     torch.manual_seed(0)
@@ -65,6 +69,7 @@ def test_attention_equals_scaled_dot_product_attention_in_float64(with_padding):
     torch.testing.assert_close(attention(x, key_padding_mask=padding), ours, atol=1e-6, rtol=0)
 
 
+@pytest.mark.attention
 def test_written_out_attention_by_hand_for_one_head():
     """softmax(QK^T / sqrt(d_k)) V, computed with explicit loops over one head."""
     torch.manual_seed(1)
@@ -77,6 +82,8 @@ def test_written_out_attention_by_hand_for_one_head():
         torch.testing.assert_close(weights[0, 0, i], torch.softmax(scores, 0))
 
 
+@pytest.mark.attention
+@pytest.mark.encoder
 def test_gradcheck_on_a_tiny_float64_model():
     torch.manual_seed(0)
     model = tiny_model().double()
@@ -89,6 +96,8 @@ def test_gradcheck_on_a_tiny_float64_model():
     assert torch.autograd.gradcheck(forward, (x,), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.attention
+@pytest.mark.encoder
 def test_parameter_gradients_match_finite_differences():
     torch.manual_seed(2)
     model = tiny_model().double()
@@ -112,6 +121,7 @@ def test_parameter_gradients_match_finite_differences():
         assert parameter.grad[index].item() == pytest.approx((plus - minus) / 2e-6, rel=1e-4, abs=1e-8), name
 
 
+@pytest.mark.attention
 def test_bidirectional_last_token_changes_first_position():
     torch.manual_seed(0)
     model = TransformerMLM(68).eval()
@@ -122,6 +132,7 @@ def test_bidirectional_last_token_changes_first_position():
         assert not torch.allclose(model(ids)[0, 0], model(changed)[0, 0])
 
 
+@pytest.mark.encoder
 def test_post_norm_and_options_build_and_run():
     torch.manual_seed(0)
     for options in [dict(norm_first=False), dict(positional="learned"), dict(activation="relu")]:
@@ -149,6 +160,7 @@ def test_embedding_scale_and_sinusoids():
     assert 0.5 < token_part.pow(2).mean().sqrt().item() < 2.0
 
 
+@pytest.mark.attention
 def test_divisibility_and_length_errors():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
@@ -156,6 +168,8 @@ def test_divisibility_and_length_errors():
         Embeddings(5, 8, 4)(torch.zeros(1, 5, dtype=torch.long))
 
 
+@pytest.mark.attention
+@pytest.mark.encoder
 def test_the_bert_model_is_its_written_definition():
     """BertMLM against its docstrings, written out with torch.nn.functional in float64: normalised
     embeddings with token types, post-norm layers (no dropout inside the feed-forward, no final

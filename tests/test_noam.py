@@ -3,6 +3,8 @@ import torch
 
 from scratchmlm import NoamScheduler, ScratchMLMError, noam_lr
 
+pytestmark = pytest.mark.noam
+
 
 def test_exact_values():
     assert noam_lr(2000, 128, 2000) == pytest.approx(1.976423537605237e-3, rel=1e-12)

@@ -31,10 +31,11 @@ def subword(request, split):
 def test_the_vocabulary_has_the_asked_size_specials_first_and_is_deterministic(subword, split):
     assert subword.vocab_size == 1000
     assert subword.vocab[:3] == ["[PAD]", "[MASK]", "[UNK]"]
-    again = SubwordTokenizer.train(split[0], subword.kind, 1000)
-    assert again.vocab == subword.vocab
-    assert again.hf.to_str() == subword.hf.to_str()
-    assert (subword.encode(split[1][:5000], parse_special=False)
+    # the same text twice gives the same vocabulary, file and ids (a fifth of the split is enough text)
+    once, again = (SubwordTokenizer.train(split[0][:200_000], subword.kind, 1000) for _ in range(2))
+    assert again.vocab == once.vocab
+    assert again.hf.to_str() == once.hf.to_str()
+    assert (once.encode(split[1][:5000], parse_special=False)
             .equal(again.encode(split[1][:5000], parse_special=False)))
 
 

@@ -62,12 +62,17 @@ def test_decode_rejects_out_of_range_ids(tokenizer):
     assert tokenizer.decode([0, 1, 2, 3], skip_special=True) == tokenizer.vocab[3]
 
 
-def test_saved_tokenizer_json_is_a_huggingface_file_with_identical_ids(tmp_path, tokenizer, corpus_text,
-                                                                        corpus_ids):
+def every_character_and_some_text(corpus_text: str) -> str:
+    """Each character of the corpus once, then its first 100,000 characters as they come."""
+    return "".join(sorted(set(corpus_text))) + corpus_text[:100_000]
+
+
+def test_saved_tokenizer_json_is_a_huggingface_file_with_identical_ids(tmp_path, tokenizer, corpus_text):
     path = tmp_path / "tokenizer.json"
     tokenizer.save(path)
     hf = Tokenizer.from_file(str(path))
-    assert hf.encode(corpus_text, add_special_tokens=False).ids == corpus_ids.tolist()
+    text = every_character_and_some_text(corpus_text)
+    assert hf.encode(text, add_special_tokens=False).ids == tokenizer.encode(text, parse_special=False).tolist()
     prompt = "Now is the [MASK]inter of our discontent€\n[MASK][MASK] [PAD]x"
     assert hf.encode(prompt).ids == tokenizer.encode(prompt).tolist()
     assert hf.encode(prompt).ids[11] == tokenizer.mask_id
@@ -79,7 +84,8 @@ def test_saved_tokenizer_json_is_a_huggingface_file_with_identical_ids(tmp_path,
 def test_huggingface_decode_round_trips_text(tmp_path, tokenizer, corpus_text):
     tokenizer.save(tmp_path / "tokenizer.json")
     hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
-    assert hf.decode(hf.encode(corpus_text).ids) == corpus_text        # spaces and newlines included
+    text = every_character_and_some_text(corpus_text)
+    assert hf.decode(hf.encode(text).ids) == text                      # spaces and newlines included
     for text in ["  a\n\n b ", "\n", " ", "x"]:
         assert hf.decode(hf.encode(text).ids) == text
     prompt = "To be, or [MASK]ot to be"

@@ -12,10 +12,7 @@ import re
 import time
 from pathlib import Path
 
-import jupytext
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 FULL = os.environ.get("SCRATCHMLM_TUTORIALS", "") == "full"
@@ -37,7 +34,13 @@ SERIES_BUDGET = 600
 NOTEBOOKS = [TUTORIALS / f"{name}.ipynb" for name in BUDGETS]
 
 
+def notebook_tools():
+    """jupytext and nbformat: dev-only (pip install -e ".[dev]"); without them these tests skip."""
+    return pytest.importorskip("jupytext"), pytest.importorskip("nbformat")
+
+
 def cells(notebook):
+    _, nbformat = notebook_tools()
     return nbformat.read(notebook, as_version=4).cells
 
 
@@ -49,6 +52,7 @@ def test_the_series_is_complete_and_within_its_total_budget():
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.stem[:2])
 def test_notebook_matches_its_source_and_has_no_outputs(notebook):
+    jupytext, nbformat = notebook_tools()
     source = jupytext.read(notebook.with_suffix(".py"))
     paired = nbformat.read(notebook, as_version=4)
 
@@ -100,6 +104,9 @@ def test_use_threads_takes_one_thread_unless_told_otherwise(monkeypatch):
 
 
 def execute(notebook, tmp_path, monkeypatch):
+    _, nbformat = notebook_tools()
+    pytest.importorskip("ipykernel")                    # the "python3" kernel the notebooks run in
+    NotebookClient = pytest.importorskip("nbclient").NotebookClient
     monkeypatch.setenv("TQDM_DISABLE", "1")
     if FULL:
         monkeypatch.delenv("SCRATCHMLM_FAST", raising=False)
@@ -120,6 +127,7 @@ def text_of(outputs):
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.stem[:2])
 def test_notebook_runs_within_its_budget(notebook, tmp_path, monkeypatch):
     nb, seconds = execute(notebook, tmp_path, monkeypatch)

@@ -20,6 +20,8 @@ from scratchmlm.masking import MASKED, NOT_SELECTED, RANDOMISED, UNCHANGED, Span
 from scratchmlm.subword_tokenizer import SubwordTokenizer
 from test_masking import binomial_violation
 
+pytestmark = pytest.mark.masking
+
 SIGMAS = 5.0
 
 
@@ -30,7 +32,7 @@ def char_windows(corpus_ids):
 
 @pytest.fixture(scope="module")
 def bpe(corpus_text):
-    return SubwordTokenizer.train(corpus_text[:int(0.9 * len(corpus_text))], "bpe", 1000)
+    return SubwordTokenizer.train(corpus_text[:200_000], "bpe", 1000)          # from the training split
 
 
 def words_of_row(row: list[str]) -> list[list[int]]:
@@ -97,7 +99,7 @@ def test_whole_word_masker_on_subwords_follows_the_tokenizers_word_ids(bpe, corp
     # the tokenizer's own word ids (Hugging Face's pre-token index of each token)
     encoding = bpe.hf.encode(corpus_text[-60_000:], add_special_tokens=False)
     ids, word_ids = torch.tensor(encoding.ids), torch.tensor(encoding.word_ids)
-    starts = torch.randint(0, len(ids) - 32, (4096, 1), generator=torch.Generator().manual_seed(2))
+    starts = torch.randint(0, len(ids) - 32, (1024, 1), generator=torch.Generator().manual_seed(2))
     windows, window_words = ids[starts + torch.arange(32)], word_ids[starts + torch.arange(32)]
     batch = WholeWordMasker.for_tokenizer(bpe)(windows, torch.Generator().manual_seed(3))
     assert structural_problems(windows, batch) == []
