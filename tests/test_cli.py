@@ -13,7 +13,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["--num-layers", "2", "--d-model", "32", "--num-heads", "4", "--d-ff", "64"]
+TINY_MODEL = ["--num-layers", "2", "--d-model", "32", "--num-heads", "4", "--d-ff", "64", "--no-plots"]
 
 
 def scratchmlm(*args, env_extra=None, cwd=None):
@@ -35,6 +35,7 @@ def trained_run(tmp_path_factory, run_cli):
     result = run_cli("train", "--run-dir", run, "--steps", 60, "--warmup", 20, "--eval-every", 30,
                      "--log-every", 10, "--batch-size", 16, "--valid-windows", 256, "--color", "always", *TINY_MODEL)
     assert result.returncode == 0, result.stderr
+    assert not list((run / "plots").glob("*.png"))         # --no-plots: 'scratchmlm plot' draws them below
     return run, result
 
 

@@ -143,7 +143,7 @@ def test_env_says_when_the_corpus_is_missing_or_not_the_expected_one(run_cli, ru
 
 # -- train --quiet and TQDM_DISABLE, on a terminal ------------------------------------------------
 
-TINY_RUN = ["--steps", 20, "--warmup", 10, "--eval-every", 20, "--log-every", 5, "--valid-windows", 16,
+TINY_RUN = ["--no-plots", "--steps", 20, "--warmup", 10, "--eval-every", 20, "--log-every", 5, "--valid-windows", 16,
             "--seq-len", 16, "--batch-size", 8, "--num-layers", 1, "--d-model", 16, "--num-heads", 2, "--d-ff", 32]
 
 

@@ -93,7 +93,7 @@ def test_the_resume_rule_lets_only_steps_change():
                                  "them, or start a new run.")
 
 
-TINY = ["--num-layers", "1", "--d-model", "16", "--num-heads", "2", "--d-ff", "32", "--seq-len", "16",
+TINY = ["--no-plots", "--num-layers", "1", "--d-model", "16", "--num-heads", "2", "--d-ff", "32", "--seq-len", "16",
         "--batch-size", "4", "--valid-windows", "8", "--eval-every", "2", "--warmup", "2", "--quiet"]
 
 

@@ -117,15 +117,14 @@ def test_a_zero_evaluation_interval_is_refused_in_one_line():
         run_loop(parts, valid=parts["valid"], eval_every=0)
 
 
-def test_the_trainer_runs_the_same_loop(tmp_path, corpus_text, monkeypatch):
+def test_the_trainer_runs_the_same_loop(tmp_path, corpus_text):
     """The Trainer (run directory, metrics, checkpoints, samples, stop requests around the loop)
     ends with the very weights and validation scores of ``train_loop`` alone, from the same seed."""
-    monkeypatch.setattr(Trainer, "write_plots", lambda self: None)    # drawn after the loop; matplotlib is slow
     text = corpus_text[:20_000]
     config = RunConfig(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=12, dropout=0.1),
                        TrainConfig(steps=23, batch_size=8, seq_len=12, warmup=5, noam_factor=2.0, clip_norm=0.3,
                                    log_every=3, eval_every=10, sample_every=7, valid_windows=16, seed=3))
-    trainer = Trainer(config, tmp_path / "run", text=text, progress=False)
+    trainer = Trainer(config, tmp_path / "run", text=text, progress=False, plots=False)   # matplotlib is slow
     assert trainer.train()["step"] == 23
 
     train = config.train                 # the same pieces, built from the same configuration

@@ -25,7 +25,7 @@ from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
 from scratchmlm.errors import ScratchMLMError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--num-layers", "1", "--d-model", "16", "--num-heads", "2", "--d-ff", "32", "--seq-len", "16",
+TINY = ["--no-plots", "--num-layers", "1", "--d-model", "16", "--num-heads", "2", "--d-ff", "32", "--seq-len", "16",
         "--batch-size", "4", "--valid-windows", "8", "--log-every", "1", "--eval-every", "2", "--warmup", "2",
         "--sample-every", "1000", "--quiet"]
 
@@ -68,7 +68,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_or_resumes(run_c
     """Failed before: 'already exists' / 'has no checkpoints/last.pt'."""
     def killed_at_start_up(run):         # what a kill after config.json, before checkpoints/last.pt, leaves
         for name in ("checkpoints", "samples", "plots"):
-            shutil.rmtree(run / name)
+            shutil.rmtree(run / name, ignore_errors=True)      # plots/ only exists once drawn
         baselines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"baseline"' in line]
         (run / "metrics.jsonl").write_text("\n".join(baselines) + "\n")
 

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no progress bar, start line or samples: only the final result and the run "
                             "directory (errors are still printed). TQDM_DISABLE=1 in the environment "
                             "silences the progress bar alone")
+    train.add_argument("--no-plots", action="store_true",
+                       help="do not draw plots/curves.png and plots/noam.png when training ends (about a second "
+                            "each); 'scratchmlm plot RUN' draws them at any time")
     _add_config_flags(train, TrainConfig, "train")
     _add_config_flags(train, ModelConfig, "model")
 
@@ -336,8 +339,8 @@ def _train(args, world) -> int:
     else:
         config = _run_config(args)
     run_dir = args.run_dir or _new_run_dir()
-    trainer = Trainer(config, run_dir, resume=args.resume, progress=not args.quiet,
-                      world=world)
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=not args.quiet, world=world,
+                      plots=not args.no_plots)
     if trainer.restarted and world.is_main:
         print(f"scratchmlm: {run_dir} held a run stopped before its first checkpoint (nothing trained yet); "
               f"starting it afresh in place", file=sys.stderr)

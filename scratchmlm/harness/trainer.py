@@ -58,11 +58,12 @@ class Trainer:
     vocabulary size from the data and widens ``max_len`` to ``seq_len`` if needed. ``text``
     replaces the corpus file (for tests and notebooks); ``resume=True`` continues the run in
     ``run_dir`` exactly where its ``last.pt`` left off. ``world`` places this process among several
-    (``distributed.start_world``); by default it is the only one.
+    (``distributed.start_world``); by default it is the only one. ``plots=False`` skips drawing
+    ``plots/*.png`` at the end (``scratchmlm plot RUN`` draws them later).
     """
 
     def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                 text: str | None = None, progress: bool = True, world: World | None = None):
+                 text: str | None = None, progress: bool = True, world: World | None = None, plots: bool = True):
         self.config = config = copy.deepcopy(config)
         train = config.train.validate()
         if train.data != TINY_SHAKESPEARE and text is None:   # the run must find its data from anywhere
@@ -72,6 +73,7 @@ class Trainer:
         self.run = RunDirectory(run_dir)
         self.world = world = world or World()
         self.progress = progress and world.is_main
+        self.plots = plots                  # draw plots/*.png when training ends (scratchmlm plot can, later)
         self.device = resolve_device(train.device, world.local_rank if world.distributed else None)
         self.step = 0
         self.best_loss = math.inf
@@ -265,7 +267,7 @@ class Trainer:
                     self._write_log_record(log, bar)
                 if self.last_saved_step != self.step:
                     self.save("last")
-            if world.is_main:
+            if world.is_main and self.plots:
                 self.write_plots()
         finally:
             bar.close()
