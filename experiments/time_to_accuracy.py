@@ -73,7 +73,7 @@ def main() -> None:
     args, train_flags = parser.parse_known_args()
     train_flags = [flag for flag in train_flags if flag != "--"]
     train_args = build_parser().parse_args(["train", *train_flags])
-    config, _ = _run_config(train_args)
+    config = _run_config(train_args)
     config.train.steps = args.max_steps
     config.train.eval_every = args.eval_every
     config.train.stop_at_top1 = args.target

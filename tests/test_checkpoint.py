@@ -237,7 +237,7 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)          # the temporary file is written, then the disk is full
     with pytest.raises(ScratchMLMError, match=re.escape(f"Could not write checkpoint {path}: No space left on device "
                                                         f"(the previous checkpoint is kept). Free some disk space")):
         save_checkpoint({"step": 2}, path)
@@ -252,7 +252,7 @@ def test_interrupted_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", interrupted)
+    monkeypatch.setattr(os, "fsync", interrupted)        # Ctrl-C with the temporary file half done
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"step": 2}, path)
     monkeypatch.undo()

@@ -21,8 +21,9 @@ import pytest
 import torch
 
 import scratchmlm
-from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
 from scratchmlm.errors import ScratchMLMError
+from scratchmlm.files import write_atomically
+from scratchmlm.harness.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--no-plots", "--num-layers", "1", "--d-model", "16", "--num-heads", "2", "--d-ff", "32", "--seq-len", "16",
@@ -87,12 +88,15 @@ def test_a_run_whose_first_save_failed_can_be_started_again(run_cli, text_file, 
     """Failed before: the second command said 'already exists'."""
     from scratchmlm.harness import checkpoint
 
-    def disk_full(state, path):
+    def disk_full(file):
         raise OSError(28, "No space left on device")
+
+    def write_on_a_full_disk(path, contents, what):          # the checkpoint's bytes meet a full disk
+        return write_atomically(path, disk_full, what)
 
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoint.torch, "save", disk_full)     # torch.save writes into the checkpoint file
+        patch.setattr(checkpoint, "write_atomically", write_on_a_full_disk)
         failed = train(run_cli, run, text_file, "--steps", "2")
     assert "No space left" in one_error_line(failed)
     assert train(run_cli, run, text_file, "--steps", "2").returncode == 0

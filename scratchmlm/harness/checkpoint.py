@@ -29,6 +29,7 @@ the wrong type.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import warnings
 from pathlib import Path
@@ -60,7 +61,9 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
         raise ScratchMLMError(f"Could not create the directory {path.parent} for checkpoint {path}: "
                               f"{_os_reason(error)}. Fix the permissions of its parent.") from None
     remove_leftover_temporaries(path)
-    return write_atomically(path, lambda file: torch.save(state, file), "checkpoint")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)   # in memory first: torch's own file writer reports a full disk as a RuntimeError
+    return write_atomically(path, buffer.getvalue(), "checkpoint")
 
 
 def _os_reason(error: OSError) -> str:
