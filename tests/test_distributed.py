@@ -26,7 +26,7 @@ from scratchmlm.harness.run_dir import read_metrics
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]     # each test starts torchrun and two workers
 
 HERE = Path(__file__).resolve().parent
-TINY = ["--d-model", "64", "--num-heads", "4", "--num-layers", "2", "--d-ff", "128", "--seq-len", "32",
+TINY = ["--no-plots", "--d-model", "64", "--num-heads", "4", "--num-layers", "2", "--d-ff", "128", "--seq-len", "32",
         "--valid-windows", "64", "--device", "cpu"]
 
 

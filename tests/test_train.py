@@ -21,13 +21,16 @@ def small_config(**train_overrides) -> RunConfig:
 
 @pytest.mark.slow
 def test_short_real_run_beats_the_unigram_baseline(tmp_path):
-    """A few hundred steps of the seed model on the real corpus: +10 points over unigram."""
-    config = RunConfig(ModelConfig(), TrainConfig(steps=300, warmup=100, noam_factor=0.25, log_every=50,
-                                                  eval_every=300, sample_every=300))
+    """120 steps of the seed model on the real corpus (the quick run's peak learning rate, reached at
+    step 40): 0.222 top-1 against unigram's 0.155 (300 steps gave 0.293). The bar, +5 points, is 8
+    standard errors on the frozen set's ~5,000 masked positions: a model that learns nothing (a step
+    that never updates, a loss on the wrong positions) stays at unigram's level or below."""
+    config = RunConfig(ModelConfig(), TrainConfig(steps=120, warmup=40, noam_factor=0.5, log_every=40,
+                                                  eval_every=120, sample_every=120))
     trainer = Trainer(config, tmp_path / "run", progress=False, plots=False)
     result = trainer.train()
     baselines = {r["name"]: r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "baseline"}
-    assert result["top1"] >= baselines["unigram"]["top1"] + 0.10, (result["top1"], baselines["unigram"]["top1"])
+    assert result["top1"] >= baselines["unigram"]["top1"] + 0.05, (result["top1"], baselines["unigram"]["top1"])
     assert result["fingerprint"] == baselines["unigram"]["fingerprint"]
 
 
