@@ -42,13 +42,13 @@ from ..sample import Samples, fill_prompts, validation_prompts
 from ..step import StepResult
 from .build import (RunData, build_model, check_memory, derive_seeds, load_tokenizer, lr_scale, make_optimizer,
                     resolve_device)
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import RunConfig, check_resumed_config
 from .distributed import World
 from .environment import progress_bar_disabled
 from .interrupt import SIGNAL_NAMES, StopRequests
 from .precision import prepare_for_training
-from .run_dir import CHECKPOINT_KEYS, MetricsLog, check_resume_state, RunDirectory, load_model_state, load_run, read_metrics
+from .run_dir import CHECKPOINT_KEYS, MetricsLog, RunDirectory, check_resume_state, load_run, read_metrics
 
 
 class Trainer:
